@@ -1,0 +1,115 @@
+"""Checkpoint I/O shared by all plugins.
+
+- Official checkpoints load with ``torch.load(..., map_location="cpu", weights_only=True)``
+  or safetensors. A file that needs full unpickling is refused unless the user opts in with
+  ``--allow-pickle`` (arbitrary code execution risk).
+- Loads are strict: a mismatch raises a :class:`~bench.errors.UserError` listing the
+  missing and unexpected keys.
+- The harness's own format is a directory with ``model.safetensors`` and ``config.json``
+  (the model name, configuration, options and training record).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.errors import UserError
+
+OUR_WEIGHTS = "model.safetensors"
+OUR_CONFIG = "config.json"
+
+
+def load_raw(path: Path, *, allow_pickle: bool = False) -> Any:
+    """Load a checkpoint object: safetensors → dict of tensors, else ``torch.load`` (weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not allow_pickle:
+            raise UserError(
+                f"{path} cannot be loaded with weights_only=True (it contains pickled objects). "
+                "If you trust the file, pass --allow-pickle."
+            ) from exc
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+
+
+def tensors_only(obj: Any, source: Path | str) -> dict[str, torch.Tensor]:
+    """Check that ``obj`` is a flat mapping of names to tensors."""
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{source}: expected a state dict (names → tensors), got {type(obj).__name__}")
+    return dict(obj)
+
+
+def pick(obj: Any, key: str, source: Path | str) -> dict[str, torch.Tensor]:
+    """``obj[key]`` as a state dict, with an error that lists the keys present."""
+    if not isinstance(obj, Mapping) or key not in obj:
+        keys = list(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
+        raise UserError(f"{source}: expected a checkpoint with key {key!r}; found {keys}")
+    return tensors_only(obj[key], source)
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key that has it (e.g. DataParallel's ``module.``)."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> None:
+    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and shape clashes."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if keys:
+                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+                parts.append(f"{label}: {', '.join(keys[:8])}{more}")
+        raise UserError(f"{source} does not match {type(module).__name__}: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def is_our_checkpoint(path: Path) -> bool:
+    path = Path(path)
+    return (path / OUR_WEIGHTS).is_file() if path.is_dir() else path.name == OUR_WEIGHTS
+
+
+def save_checkpoint(out_dir: Path, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``out_dir`` (atomically per file)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tmp = out_dir / (OUR_WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(out_dir / OUR_WEIGHTS)
+    tmp_cfg = out_dir / (OUR_CONFIG + ".tmp")
+    tmp_cfg.write_text(json.dumps(dict(config), indent=2, sort_keys=True, default=str))
+    tmp_cfg.replace(out_dir / OUR_CONFIG)
+    return out_dir
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read the harness's own format: (state dict, config)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    state = load_file(str(folder / OUR_WEIGHTS), device="cpu")
+    cfg_path = folder / OUR_CONFIG
+    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    return state, config

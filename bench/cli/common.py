@@ -1,0 +1,31 @@
+"""Argument helpers shared by subcommands (model spec, --data-root pairs, output dirs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.errors import UserError
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, metavar="NAME[:CONFIG]",
+                   help="model plugin, e.g. cnnspot (official configuration) or cnnspot:tiny")
+    p.add_argument("--weights", type=Path, metavar="PATH", help="local checkpoint file or directory")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow checkpoints that need full unpickling (only for files you trust)")
+
+
+def parse_data_roots(pairs: list[str] | None) -> dict[str, Path]:
+    """``["sid_set=/data/sid", ...]`` → {dataset: path}."""
+    roots: dict[str, Path] = {}
+    for pair in pairs or []:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--data-root must be DATASET=PATH, got {pair!r}")
+        roots[name] = Path(path).expanduser()
+    return roots
+
+
+def not_yet(command: str, issue: str) -> UserError:
+    return UserError(f"'sida-bench {command}' is not available in this build yet ({issue})")

@@ -1,0 +1,16 @@
+"""``sida-bench score`` (its own issue fills it in)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.cli.common import not_yet
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("score", parents=[common], help="score")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    raise not_yet("score", "see the open issues")

@@ -1,0 +1,3 @@
+"""Dataset plugins. ``PLUGINS`` maps registry names to lazy ``module:attr`` targets."""
+
+PLUGINS: dict[str, str] = {}

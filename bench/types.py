@@ -1,0 +1,102 @@
+"""The two records that travel through the harness: :class:`Sample` and :class:`Prediction`.
+
+Label conventions (DESIGN.md):
+- ternary (SID-Set order): 0 real, 1 fully synthetic, 2 tampered;
+- binary: 0 real, 1 fake.
+Masks: ground truth is boolean H×W at the image's own resolution (True = forged pixel);
+predicted masks are float32 H×W forgery probabilities in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+
+class LabelSpace(str, Enum):
+    """The label space of a dataset or a model's output probabilities."""
+
+    BINARY = "binary"
+    TERNARY = "ternary"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return LABEL_NAMES[self]
+
+    @property
+    def num_classes(self) -> int:
+        return len(LABEL_NAMES[self])
+
+
+LABEL_NAMES: dict[LabelSpace, tuple[str, ...]] = {
+    LabelSpace.BINARY: ("real", "fake"),
+    LabelSpace.TERNARY: ("real", "full_synthetic", "tampered"),
+}
+REAL, FULL_SYNTHETIC, TAMPERED = 0, 1, 2
+FAKE = 1
+
+
+@dataclass
+class Sample:
+    """One dataset item.
+
+    Attributes:
+        id: stable string id, unique within a dataset split (e.g. ``"tampered/0001"``).
+        image: RGB uint8 array of shape (H, W, 3); ``None`` only when ``error`` is set.
+        label: class index in the dataset's label space (see module docstring).
+        mask: optional boolean (H, W) forgery mask at the image's resolution.
+        meta: source/generator, original size, path, and any decoding notes.
+        error: why the sample could not be decoded; such a sample is recorded, never dropped.
+    """
+
+    id: str
+    image: np.ndarray | None
+    label: int
+    mask: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image is not None:
+            if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
+                raise ValueError(
+                    f"Sample {self.id!r}: image must be uint8 (H, W, 3), got {self.image.dtype} {self.image.shape}"
+                )
+            if self.mask is not None and self.mask.shape != self.image.shape[:2]:
+                raise ValueError(
+                    f"Sample {self.id!r}: mask shape {self.mask.shape} != image shape {self.image.shape[:2]}"
+                )
+        if self.mask is not None and self.mask.dtype != np.bool_:
+            raise ValueError(f"Sample {self.id!r}: mask must be boolean, got {self.mask.dtype}")
+        if self.image is None and self.error is None:
+            raise ValueError(f"Sample {self.id!r}: no image and no error")
+
+
+@dataclass
+class Prediction:
+    """A model's output for one image.
+
+    Attributes:
+        probs: float class probabilities in the model's declared label space, shape (K,),
+            summing to 1 (binary: [p_real, p_fake]; ternary: [p_real, p_synthetic, p_tampered]).
+        mask: optional float32 (H, W) forgery probabilities in [0, 1], at the resolution of the
+            image the model was given.
+        text: optional explanation.
+        error: set when the model failed on this image; then ``probs`` is NaN.
+    """
+
+    probs: np.ndarray
+    mask: np.ndarray | None = None
+    text: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, num_classes: int, error: str) -> "Prediction":
+        return cls(probs=np.full(num_classes, np.nan, dtype=np.float64), error=error)
+
+    @property
+    def predicted_class(self) -> int:
+        return int(np.argmax(self.probs))

@@ -1,0 +1,1 @@
+"""Bundled protocol files (YAML), installed as package data."""

@@ -36,6 +36,8 @@ def load_raw(path: Path, *, allow_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt or not a checkpoint)") from exc
         if not allow_pickle:
             raise UserError(
                 f"{path} cannot be loaded with weights_only=True (it contains pickled objects). "

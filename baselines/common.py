@@ -1,0 +1,216 @@
+"""Helpers shared by the single-logit baselines (CNNSpot, UnivFD, NPR, FreDect).
+
+Image conventions: inputs are RGB uint8 arrays of shape (H, W, 3); tensors are float32
+(3, H, W). Geometric steps reproduce torchvision's PIL-image transforms that the official
+code uses (``Resize`` = PIL bilinear with its built-in antialiasing, ``CenterCrop`` =
+zero padding when the image is smaller than the crop), so the images a network sees match
+the official test scripts.
+
+:class:`SingleLogitDetector` is the base of the four baselines: one logit → probabilities
+``[1 - sigmoid, sigmoid]`` = [p_real, p_fake] (binary), or, with ``num_classes=3`` (the
+retrained-on-SID-Set rows), three logits → softmax over [real, full_synthetic, tampered].
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.checkpoint import OUR_CONFIG, is_our_checkpoint, load_checkpoint, load_strict
+from bench.errors import UserError
+from bench.model import Detector, DetectorOutput, TrainOptions
+from bench.types import LabelSpace
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+RESIZE_MODES = ("shorter_side", "square")
+
+
+def resize(image: np.ndarray, size: int, mode: str = "shorter_side") -> np.ndarray:
+    """Bilinear PIL resize, as torchvision ``Resize(size)`` / ``Resize((size, size))`` on a PIL image.
+
+    ``shorter_side``: the shorter side becomes ``size`` and the longer one
+    ``int(size * long / short)`` (torchvision's truncation); ``square``: (size, size).
+    """
+    h, w = image.shape[:2]
+    if mode == "square":
+        new_h, new_w = size, size
+    elif mode == "shorter_side":
+        if h <= w:
+            new_h, new_w = size, int(size * w / h)
+        else:
+            new_h, new_w = int(size * h / w), size
+    else:
+        raise UserError(f"Unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
+    if (new_h, new_w) == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Square centre crop as torchvision ``CenterCrop(size)``: images smaller than ``size`` are
+    first zero-padded (black) symmetrically, the extra pixel going right/bottom."""
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        pad_h, pad_w = max(size - h, 0), max(size - w, 0)
+        image = np.pad(image, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+        h, w = image.shape[:2]
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return image[top:top + size, left:left + size]
+
+
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Square crop at a uniformly random position (zero-padded first when too small)."""
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        return center_crop(image, size)
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    return image[top:top + size, left:left + size]
+
+
+def crop_to_even(image: np.ndarray) -> np.ndarray:
+    """Drop the last row/column of odd-sized images (NPR needs even H and W)."""
+    h, w = image.shape[:2]
+    return image[: h - h % 2, : w - w % 2]
+
+
+def to_tensor(image: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> torch.Tensor:
+    """uint8 (H, W, 3) → float32 (3, H, W) in [0, 1], then ``(x - mean) / std`` per channel."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    if mean is not None and std is not None:
+        t = (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return t
+
+
+def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 1) logit → (B, 2) [1 - sigmoid, sigmoid]; (B, K>1) → softmax."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits.float())
+        return torch.cat([1.0 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def num_outputs_for(num_classes: int) -> int:
+    """2 classes → 1 logit (the official heads); 3 → 3 logits."""
+    if num_classes not in (2, 3):
+        raise UserError(f"num_classes must be 2 (binary) or 3 (ternary), got {num_classes!r}")
+    return 1 if num_classes == 2 else 3
+
+
+class SingleLogitDetector(Detector):
+    """Base of the CNNDetection-family baselines.
+
+    Subclasses set ``name``, ``configs`` (frozen dataclasses with a ``train`` recipe),
+    ``weights_help`` and implement:
+
+    - :meth:`make_network` → the ``nn.Module`` stored as ``self.network`` (logits (B, n));
+    - :meth:`test_geometry` → the official test-time resize/crop of a uint8 image;
+    - :meth:`to_input` → uint8 image (after geometry) → network input tensor;
+    - :meth:`load_official` → load an official checkpoint file into ``self.network``.
+
+    Options: ``num_classes`` (2 = official binary head, 3 = ternary head for retraining).
+    """
+
+    def build(self, config: Any, **options: Any) -> None:
+        unknown = set(options) - set(self.option_names())
+        if unknown:
+            raise UserError(
+                f"Unknown option(s) {sorted(unknown)} for model {self.name!r}; known: {sorted(self.option_names())}"
+            )
+        self.num_outputs = num_outputs_for(int(options.get("num_classes", 2)))
+        self.label_space = LabelSpace.BINARY if self.num_outputs == 1 else LabelSpace.TERNARY
+        self.network = self.make_network(config, self.num_outputs)
+
+    def option_names(self) -> tuple[str, ...]:
+        """Options this plugin accepts (extend in subclasses)."""
+        return ("num_classes",)
+
+    # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
+    def make_network(self, config: Any, num_outputs: int) -> torch.nn.Module:
+        """The network with random weights, returning (B, num_outputs) logits."""
+
+    @abc.abstractmethod
+    def test_geometry(self, image: np.ndarray) -> np.ndarray:
+        """The official test-time resize/crop of one RGB uint8 image."""
+
+    @abc.abstractmethod
+    def to_input(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 image (after resize/crop) → the network's (3, H, W) float32 input."""
+
+    @abc.abstractmethod
+    def load_official(self, path: Path) -> None:
+        """Load an official checkpoint into ``self.network`` (strict)."""
+
+    # ------------------------------------------------------------------ Detector API
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.to_input(self.test_geometry(image))
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw (B, num_outputs) logits for a preprocessed batch."""
+        return self.network(batch)
+
+    def forward(self, batch: torch.Tensor) -> DetectorOutput:
+        return DetectorOutput(probs=logits_to_probs(self.logits(batch)))
+
+    def load_weights(self, path: Path) -> None:
+        if is_our_checkpoint(path):
+            state, saved = load_checkpoint(path)
+            self.check_saved_config(saved, path)
+            self.load_our_state(state, path)
+        elif path.is_dir():
+            self.load_official_dir(path)
+        else:
+            self.load_official(path)
+
+    def load_official_dir(self, path: Path) -> None:
+        """A directory that is not our format; override when an official release is several files."""
+        raise UserError(f"{path} is a directory without {OUR_CONFIG}/model.safetensors. {self.weights_help}")
+
+    def check_saved_config(self, saved: Mapping[str, Any], path: Path) -> None:
+        """Our checkpoints record the model name, config and head size; they must match."""
+        if saved.get("model") not in (None, self.name):
+            raise UserError(f"{path} holds a {saved.get('model')!r} checkpoint, not {self.name!r}")
+        want = saved.get("num_outputs")
+        if want is not None and int(want) != self.num_outputs:
+            raise UserError(
+                f"{path} has a head with {want} output(s) but the model was built with {self.num_outputs}; "
+                f"pass num_classes={2 if int(want) == 1 else 3} (--num-classes)"
+            )
+
+    # ------------------------------------------------------------------ training hooks
+    def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
+        """Parameters the optimizer updates (all by default)."""
+        return (p for p in self.network.parameters() if p.requires_grad)
+
+    def state_for_checkpoint(self) -> dict[str, torch.Tensor]:
+        """What our safetensors checkpoint stores (the whole network by default)."""
+        return dict(self.network.state_dict())
+
+    def load_our_state(self, state: Mapping[str, torch.Tensor], source: Path | str) -> None:
+        load_strict(self.network, state, source)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """Identity written into config.json next to the weights."""
+        info = self.describe()
+        info.update(model=self.name, num_outputs=self.num_outputs)
+        return info
+
+    def set_train_mode(self, training: bool) -> None:
+        self.network.train(training)
+
+    def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
+        from baselines.training import fit_detector
+
+        return fit_detector(self, train, val, options, self.config.train)

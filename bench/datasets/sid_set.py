@@ -1,0 +1,82 @@
+"""SID-Set in the official folder layout (Google Drive release; hzlsaber/SIDA ``utils/SID_Set.py``).
+
+Layout::
+
+    <root>/<split>/{real,full_synthetic,tampered}/<name>.<ext>
+    <root>/<split>/masks/<stem>_mask.png                       (tampered images only)
+    <root>/<split>/description/{real,full_synthetic,tampered}_GT.json   (optional, ~3k images)
+
+Labels come from the class folder: real 0, full_synthetic 1, tampered 2 (ternary).
+Sample ids are ``"<class folder>/<stem>"``; samples are ordered by class, then file name.
+The official loader globs ``real/*.jpg`` and ``*.png`` for the other classes; this one lists
+every image extension in every class folder (case-insensitive), so re-encoded copies still load.
+A description entry (dict keyed by image file name) becomes ``meta["explanation"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.datasets.common import Entry, ListedDataset, list_images, require_dir
+from bench.errors import UserError
+from bench.types import TAMPERED, LabelSpace
+
+CLASS_FOLDERS = ("real", "full_synthetic", "tampered")
+"""Class folder names in label order (0, 1, 2)."""
+
+
+def load_descriptions(split_dir: Path, class_name: str) -> dict[str, str]:
+    """``description/<class>_GT.json`` as {image file name: text}; empty when absent."""
+    path = split_dir / "description" / f"{class_name}_GT.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"SID-Set description file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"SID-Set description file {path}: expected an object keyed by image file name")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+class SidSetFolders(ListedDataset):
+    """SID-Set from the official folders (see module docstring for layout and conventions)."""
+
+    name = "sid_set"
+    label_space = LabelSpace.TERNARY
+
+    def _list(self) -> list[Entry]:
+        split_dir = require_dir(self.root / self.split, f"SID-Set split {self.split!r}")
+        missing = [c for c in CLASS_FOLDERS if not (split_dir / c).is_dir()]
+        if len(missing) == len(CLASS_FOLDERS):
+            raise UserError(f"SID-Set split folder {split_dir} has none of the class folders {CLASS_FOLDERS}")
+        entries: list[Entry] = []
+        without_mask = 0
+        described = 0
+        for label, class_name in enumerate(CLASS_FOLDERS):
+            descriptions = load_descriptions(split_dir, class_name)
+            for path in list_images(split_dir / class_name):
+                meta: dict[str, Any] = {"source": class_name, "path": str(path)}
+                mask: Path | None = None
+                if label == TAMPERED:
+                    candidate = split_dir / "masks" / f"{path.stem}_mask.png"
+                    if candidate.is_file():
+                        mask = candidate
+                        meta["mask_path"] = str(candidate)
+                    else:
+                        without_mask += 1
+                        if self.decoder.missing_mask == "official":
+                            continue
+                if path.name in descriptions:
+                    meta["explanation"] = descriptions[path.name]
+                    described += 1
+                entries.append(Entry(f"{class_name}/{path.stem}", label, path, mask, meta))
+        self.listing_problems = {
+            "missing_class_folders": len(missing),
+            "tampered_without_mask": without_mask,
+            "tampered_without_mask_dropped": without_mask if self.decoder.missing_mask == "official" else 0,
+            "with_explanation": described,
+        }
+        return entries

@@ -4,4 +4,10 @@
 model code. Adding a method: one new module here and one line below.
 """
 
-PLUGINS: dict[str, str] = {}
+PLUGINS: dict[str, str] = {
+    "cnnspot": "baselines.cnnspot:CNNSpot",
+    "univfd": "baselines.univfd:UnivFD",
+    "npr": "baselines.npr:NPR",
+    "fredect": "baselines.fredect:FreDect",
+    "pscc_net": "baselines.pscc_net:PSCCNet",
+}

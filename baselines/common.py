@@ -87,7 +87,7 @@ def crop_to_even(image: np.ndarray) -> np.ndarray:
 
 def to_tensor(image: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> torch.Tensor:
     """uint8 (H, W, 3) → float32 (3, H, W) in [0, 1], then ``(x - mean) / std`` per channel."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    t = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1).float().div_(255.0)
     if mean is not None and std is not None:
         t = (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     return t
@@ -119,7 +119,9 @@ class SingleLogitDetector(Detector):
     - :meth:`to_input` → uint8 image (after geometry) → network input tensor;
     - :meth:`load_official` → load an official checkpoint file into ``self.network``.
 
-    Options: ``num_classes`` (2 = official binary head, 3 = ternary head for retraining).
+    Options: ``num_classes`` (2 = official binary head, 3 = ternary head for retraining);
+    ``init_seed`` (default 0): the seed of the random initialisation, so two builds of the
+    same configuration start from identical weights.
     """
 
     def build(self, config: Any, **options: Any) -> None:
@@ -130,11 +132,13 @@ class SingleLogitDetector(Detector):
             )
         self.num_outputs = num_outputs_for(int(options.get("num_classes", 2)))
         self.label_space = LabelSpace.BINARY if self.num_outputs == 1 else LabelSpace.TERNARY
-        self.network = self.make_network(config, self.num_outputs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(options.get("init_seed", 0)))
+            self.network = self.make_network(config, self.num_outputs)
 
     def option_names(self) -> tuple[str, ...]:
         """Options this plugin accepts (extend in subclasses)."""
-        return ("num_classes",)
+        return ("num_classes", "init_seed")
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod
@@ -214,3 +218,23 @@ class SingleLogitDetector(Detector):
         from baselines.training import fit_detector
 
         return fit_detector(self, train, val, options, self.config.train)
+
+
+def bottleneck_resnet(layers: tuple[int, int, int, int], num_outputs: int) -> torch.nn.Module:
+    """torchvision's ResNet with Bottleneck blocks; ``(3, 4, 6, 3)`` is exactly ResNet-50
+    (``torchvision.models.resnet50(weights=None)``) with ``fc = Linear(2048, num_outputs)``."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, list(layers), num_classes=num_outputs)
+
+
+def reinit_head_from_imagenet(state: Mapping[str, torch.Tensor], network: torch.nn.Module,
+                              gain: float = 0.02) -> dict[str, torch.Tensor]:
+    """An ImageNet ResNet state dict (1000-way ``fc``) as the official training start point:
+    the backbone is kept, ``fc.weight`` is drawn from N(0, gain) and ``fc.bias`` keeps
+    PyTorch's default init, as CNNDetection's ``Trainer`` does after ``resnet50(pretrained=True)``."""
+    out = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    fc = network.fc
+    out["fc.weight"] = torch.randn_like(fc.weight) * gain
+    out["fc.bias"] = fc.bias.detach().clone()
+    return out

@@ -217,6 +217,16 @@ class HRNet(nn.Module):
             modules = [HighResolutionModule(spec.num_channels, spec.num_blocks) for _ in range(spec.num_modules)]
             setattr(self, f"stage{k + 1}", nn.Sequential(*modules))
             prev = spec.num_channels
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Official ``init_weights`` without a file: conv weights ~ N(0, 0.001²), BatchNorm 1 / 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))

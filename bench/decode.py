@@ -12,9 +12,10 @@ Images become RGB uint8 arrays of shape (H, W, 3) by one documented rule:
 - ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` use Pillow's conversion to RGB (no ICC colour management;
   embedded ICC profiles are ignored for every mode).
 
-Anything that cannot be decoded (zero-byte file, non-image, truncated file, more pixels than
-``max_pixels``) raises :class:`DecodeError`; datasets turn it into a :class:`~bench.types.Sample`
-with ``error`` set, so a bad file is recorded, never dropped and never fatal.
+Multi-frame files (GIF, TIFF) give their first frame. Anything that cannot be decoded (zero-byte
+file, non-image, truncated file, more pixels than ``max_pixels``) raises :class:`DecodeError`;
+datasets turn it into a :class:`~bench.types.Sample` with ``error`` set, so a bad file is
+recorded, never dropped and never fatal.
 
 Masks (:func:`decode_mask`) become boolean (H, W) arrays by an explicit :class:`MaskPolicy`.
 """

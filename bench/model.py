@@ -142,6 +142,9 @@ class Detector(abc.ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.DETECT})
     configs: ClassVar[Mapping[str, Any]] = {}
     weights_help: ClassVar[str] = ""
+    wants_labels: bool = False
+    """True only in an official teacher-forced evaluation mode (e.g. SIDA's ``eval_mode=official``):
+    the runner then passes ``labels=`` to :meth:`predict_preprocessed`. Never set by honest modes."""
 
     def __init__(
         self,

@@ -3,4 +3,6 @@
 ``PLUGINS`` maps model names to lazy ``module:attr`` targets.
 """
 
-PLUGINS: dict[str, str] = {}
+PLUGINS: dict[str, str] = {
+    "sida": "sida.detector:SidaDetector",
+}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from bench.errors import UserError
 
@@ -14,6 +17,23 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--weights", type=Path, metavar="PATH", help="local checkpoint file or directory")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow checkpoints that need full unpickling (only for files you trust)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option (repeatable), e.g. crop=null for cnnspot, eval_mode=official for sida; "
+                        "values are read as YAML scalars (true, 3, null, text)")
+
+
+def parse_model_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` → {k: YAML scalar of v} (``true`` → True, ``3`` → 3, ``null`` → None)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option must be KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise UserError(f"--option {key}: cannot read value {value!r}: {exc}") from exc
+    return options
 
 
 def parse_data_roots(pairs: list[str] | None) -> dict[str, Path]:

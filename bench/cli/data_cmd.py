@@ -1,16 +1,173 @@
-"""``sida-bench data summary|build`` (filled in by the datasets work)."""
+"""``sida-bench data summary|build|operations``: inspect datasets, build sid-mini, regenerate DMImage.
+
+- ``data summary DATASET --root PATH [--split S] [--option KEY=VALUE] [--json]`` decodes every
+  sample of a split (no model) and reports counts per label and per source, masks found and
+  missing, and every per-sample problem.
+- ``data build sid-mini [--out DIR] [--small]`` builds sid-mini and dmimage-mini (default: the
+  user cache, ``$SIDA_BENCH_CACHE`` or ``~/.cache/sida-bench``).
+- ``data operations CSV --src RAW_ROOT --out DIR`` applies DMImage's ``operations.csv``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
 
-from bench.cli.common import not_yet
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import UserError
+from bench.progress import track
+
+MAX_LISTED_PROBLEMS = 20
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("data", parents=[common], help="inspect datasets and build the embedded benchmark")
-    p.set_defaults(handler=handle)
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    s = actions.add_parser("summary", parents=[common], help="count labels, sources, masks and problems of a split")
+    s.add_argument("dataset", help="dataset plugin name (see `sida-bench list datasets`)")
+    s.add_argument("--root", type=Path, help="dataset root (optional for sid_mini and dmimage_mini)")
+    s.add_argument("--split", default="test", help="split name (default: test)")
+    s.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", default=[],
+                   help="dataset option, e.g. binarize=official, size_mismatch=error, real_root=PATH")
+    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.set_defaults(handler=handle_summary)
+
+    b = actions.add_parser("build", parents=[common], help="build an embedded benchmark")
+    b.add_argument("name", choices=("sid-mini",), help="sid-mini (also builds dmimage-mini)")
+    b.add_argument("--out", type=Path, help="output folder (default: the user cache; reused when valid)")
+    b.add_argument("--small", action="store_true", help="tiny build (32 px, a few images per class) for tests")
+    b.add_argument("--size", type=int, help="crop size in pixels (even; default 96)")
+    b.add_argument("--per-class", type=int, metavar="N", help="images per class in every split")
+    b.set_defaults(handler=handle_build)
+
+    o = actions.add_parser("operations", parents=[common], help="regenerate DMImage test images from operations.csv")
+    o.add_argument("csv", type=Path, help="operations.csv (src, cropsize, x1, y1, qf)")
+    o.add_argument("--src", type=Path, required=True, help="folder with the raw images named in the CSV")
+    o.add_argument("--out", type=Path, required=True, help="output folder")
+    o.set_defaults(handler=handle_operations)
 
 
-def handle(args: argparse.Namespace) -> int:
-    raise not_yet("data", "datasets")
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["max_pixels=5", "binarize=official"]`` -> {"max_pixels": 5, "binarize": "official"}."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option must be KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def summarize(dataset: Any) -> dict[str, Any]:
+    """Decode every sample of ``dataset`` and collect counts and problems (JSON-ready)."""
+    names = dataset.label_space.class_names
+    labels: Counter[str] = Counter()
+    sources: dict[str, Counter[str]] = defaultdict(Counter)
+    masks_found = 0
+    errors: list[dict[str, str]] = []
+    notes: list[dict[str, Any]] = []
+    for sample in track(dataset.iter_samples(), f"reading {dataset.name}/{dataset.split}", total=len(dataset)):
+        label = names[sample.label]
+        labels[label] += 1
+        sources[str(sample.meta.get("source", "?"))][label] += 1
+        masks_found += sample.mask is not None
+        if sample.error:
+            errors.append({"id": sample.id, "error": sample.error})
+        elif sample.meta.get("problems"):
+            notes.append({"id": sample.id, "problems": list(sample.meta["problems"])})
+    info = dataset.describe()
+    return {
+        "dataset": dataset.name,
+        "root": str(dataset.root),
+        "split": dataset.split,
+        "label_space": dataset.label_space.value,
+        "total": sum(labels.values()),
+        "labels": {n: labels.get(n, 0) for n in names},
+        "sources": {src: dict(sorted(c.items())) for src, c in sorted(sources.items())},
+        "masks": {"found": masks_found, "missing": info["problems"].get("masks_missing", 0)},
+        "problems": info["problems"],
+        "listing": info.get("listing", {}),
+        "policies": info.get("policies", {}),
+        "errors": errors,
+        "notes": notes,
+    }
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    console = Console()
+    masks = report["masks"]
+    console.print(f"[bold]{report['dataset']}[/] split={report['split']} root={report['root']} "
+                  f"total={report['total']} masks found={masks['found']} missing={masks['missing']}")
+    names = list(report["labels"])
+    table = Table(title="samples per source and label")
+    table.add_column("source")
+    for n in names:
+        table.add_column(n, justify="right")
+    for src, counts in report["sources"].items():
+        table.add_row(src, *(str(counts.get(n, 0)) for n in names))
+    table.add_row("[bold]total", *(str(report["labels"][n]) for n in names))
+    console.print(table)
+    problems = Table(title="problems")
+    problems.add_column("kind")
+    problems.add_column("count", justify="right")
+    for kind, count in {**report["listing"], **report["problems"]}.items():
+        problems.add_row(kind, str(count))
+    console.print(problems)
+    for err in report["errors"][:MAX_LISTED_PROBLEMS]:
+        console.print(f"  error {err['id']}: {err['error']}", markup=False)
+    if len(report["errors"]) > MAX_LISTED_PROBLEMS:
+        console.print(f"  ... {len(report['errors']) - MAX_LISTED_PROBLEMS} more errors (use --json)")
+
+
+def handle_summary(args: argparse.Namespace) -> int:
+    from bench.plugins import create_dataset
+
+    dataset = create_dataset(args.dataset, root=args.root, split=args.split, **parse_options(args.option))
+    report = summarize(dataset)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report)
+    return 0
+
+
+def handle_build(args: argparse.Namespace) -> int:
+    from bench.sidmini import (
+        DEFAULT_PER_CLASS,
+        DEFAULT_SIZE,
+        SMALL_PER_CLASS,
+        SMALL_SIZE,
+        build_sid_mini,
+        ensure_sid_mini,
+    )
+
+    per_class = dict(SMALL_PER_CLASS if args.small else DEFAULT_PER_CLASS)
+    if args.per_class is not None:
+        per_class = {split: args.per_class for split in per_class}
+    size = args.size if args.size is not None else (SMALL_SIZE if args.small else DEFAULT_SIZE)
+    if args.out is not None:
+        root = build_sid_mini(args.out, per_class=per_class, size=size, seed=args.seed)
+    else:
+        root = ensure_sid_mini(per_class=per_class, size=size, seed=args.seed)
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    summary = {"root": str(root), "tree_sha256": manifest["tree_sha256"], "counts": manifest["counts"]}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def handle_operations(args: argparse.Namespace) -> int:
+    from bench.datasets.dmimage import apply_operations
+
+    report = apply_operations(args.csv, args.src, args.out)
+    print(json.dumps({**report, "missing": report["missing"][:MAX_LISTED_PROBLEMS],
+                      "missing_count": len(report["missing"])}, indent=2))
+    return 0

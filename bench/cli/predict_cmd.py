@@ -1,16 +1,102 @@
-"""``sida-bench predict`` (its own issue fills it in)."""
+"""``sida-bench predict --model NAME[:CONFIG] [--weights PATH] [--explain] --out DIR IMAGE...``.
+
+Works for every model plugin. Per image it writes into ``--out``:
+- ``<stem>.json``: the verdict (the most probable class), the class probabilities by name, the
+  label space, the model identity, and ``mask_fraction`` (share of pixels with p ≥ 0.5) when a
+  mask was made; or ``error`` when the image could not be decoded or predicted;
+- ``<stem>_mask.png``: forgery probabilities as 8-bit grey (0 = 0.0, 255 = 1.0), at the image's size;
+- ``<stem>_overlay.png``: the image with 50 % red where the probability is ≥ 0.5 (as ``chat.py``);
+- ``<stem>_explanation.txt``: the model's text (``--explain``, models that can explain).
+A bad image is reported in its JSON and on stderr; the other images are still predicted, and the
+exit status is 1 when any image failed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
-from bench.cli.common import not_yet
+import numpy as np
+from PIL import Image
+
+from bench.cli.common import add_model_args, parse_model_options
+from bench.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("predict", parents=[common], help="predict")
+    p = sub.add_parser("predict", parents=[common], help="predict images: verdict, mask, overlay, explanation")
+    add_model_args(p)
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--explain", action="store_true", help="also write the model's explanation (models that explain)")
     p.set_defaults(handler=handle)
 
 
+def unique_stems(paths: list[Path]) -> list[str]:
+    """File stems, suffixed ``-2``, ``-3`` ... when two images share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
+    return stems
+
+
 def handle(args: argparse.Namespace) -> int:
-    raise not_yet("predict", "see the open issues")
+    from bench.decode import DecodeError, decode_image
+    from bench.figures import overlay
+    from bench.plugins import create_model
+
+    options: dict[str, Any] = parse_model_options(args.option)
+    model = create_model(args.model, weights=args.weights, device=args.device,
+                         allow_pickle=args.allow_pickle, **_explain_option(args, options))
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = model.label_space.class_names
+    identity = {"model": model.name, "config": model.config_name, "weights": model.weights_sha256}
+    failures = 0
+    for path, stem in zip(args.images, unique_stems(args.images)):
+        record: dict[str, Any] = {"image": str(path), **identity, "label_space": model.label_space.value}
+        try:
+            image = decode_image(path)
+            pred = model.predict([image])[0]
+            if pred.error:
+                raise ValueError(pred.error)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            failures += 1
+            record["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            print(f"error: {record['error']}", file=sys.stderr)
+            _write_json(args.out / f"{stem}.json", record)
+            continue
+        record["verdict"] = names[pred.predicted_class]
+        record["probabilities"] = {n: float(p) for n, p in zip(names, pred.probs)}
+        if pred.mask is not None:
+            record["mask_fraction"] = float((pred.mask >= 0.5).mean())
+            grey = np.clip(np.round(pred.mask * 255.0), 0, 255).astype(np.uint8)
+            Image.fromarray(grey).save(args.out / f"{stem}_mask.png")
+            Image.fromarray(overlay(image, pred.mask)).save(args.out / f"{stem}_overlay.png")
+        if pred.text is not None:
+            (args.out / f"{stem}_explanation.txt").write_text(pred.text + "\n", encoding="utf-8")
+        _write_json(args.out / f"{stem}.json", record)
+        print(f"{path}: {record['verdict']} " + " ".join(f"{n}={p:.3f}" for n, p in record["probabilities"].items()))
+    return 1 if failures else 0
+
+
+def _explain_option(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    if not args.explain:
+        return options
+    from bench.model import Capability, parse_model_name
+    from bench.plugins import MODELS
+
+    cls = MODELS.get(parse_model_name(args.model)[0])
+    if Capability.EXPLAIN not in cls.capabilities:
+        raise UserError(f"Model {cls.name!r} cannot explain (capabilities: "
+                        f"{', '.join(sorted(c.value for c in cls.capabilities))}); drop --explain")
+    return {**options, "explain": True}
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -1,30 +1,46 @@
-"""``sida-bench run PROTOCOL --model NAME[:CONFIG] ... --out DIR``."""
+"""``sida-bench run PROTOCOL --model NAME[:CONFIG] [--weights PATH] [--data-root D=PATH] --out DIR``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.cli.common import add_model_args, not_yet
+from bench.cli.common import add_model_args, parse_data_roots, parse_model_options
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("run", parents=[common], help="run a protocol with a model and write results")
-    p.add_argument("protocol", nargs="?", help="bundled protocol name or a YAML path")
+    p = sub.add_parser("run", parents=[common], help="run a protocol with a model and write results",
+                       description="Predict every sample × perturbation of PROTOCOL into DIR/predictions "
+                                   "(resumable parquet store), then write DIR/results.json and DIR/tables/.")
+    p.add_argument("protocol", help="bundled protocol name (sida-bench list protocols) or a YAML path")
     add_model_args(p)
     p.add_argument("--data-root", action="append", metavar="DATASET=PATH", help="where a dataset lives (repeatable)")
-    p.add_argument("--out", type=Path, help="output directory")
-    p.add_argument("--limit", type=int, help="evaluate at most N samples per dataset split")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="evaluate the first N samples of each split (the dataset's deterministic order)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="inference batch size (default: 8)")
+    p.add_argument("--workers", type=int, default=0, metavar="W",
+                   help="DataLoader worker processes for decoding and preprocessing (default: 0 = in process)")
+    p.add_argument("--resume", action="store_true", help="continue a run in DIR, skipping stored predictions")
+    p.add_argument("--flush-every", type=int, default=256, metavar="K",
+                   help="rows per prediction shard; a killed run loses at most K-1 rows (default: 256)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from bench.model import parse_model_name
-    from bench.plugins import MODELS
+    from bench.plugins import create_model
+    from bench.protocol import load_protocol
+    from bench.runner import run_protocol
 
-    name, _ = parse_model_name(args.model)
-    MODELS.get(name)
-    raise not_yet("run", "runner")
+    protocol = load_protocol(args.protocol)
+    model = create_model(args.model, weights=args.weights, device=args.device, allow_pickle=args.allow_pickle,
+                         **parse_model_options(args.option))
+    results = run_protocol(
+        protocol, model, args.out, device=args.device,
+        allow_pickle=args.allow_pickle, data_roots=parse_data_roots(args.data_root), limit=args.limit,
+        batch_size=args.batch_size, workers=args.workers, resume=args.resume, flush_every=args.flush_every,
+    )
+    n = sum(e.n for e in results.entries)
+    errors = sum(e.n_errors for e in results.entries)
+    print(f"{args.out / 'results.json'}: {len(results.entries)} result groups, {n} predictions, {errors} errors")
+    return 0

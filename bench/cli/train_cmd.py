@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.cli.common import add_model_args
+from bench.cli.common import add_model_args, parse_model_options
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.val_split == "test":
         raise UserError("Model selection on the test split is not allowed; use --val-split validation")
-    options = {}
+    options = parse_model_options(args.option)
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
     model = create_model(args.model, weights=args.weights, device=args.device,

@@ -44,6 +44,11 @@ def list_images(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: p.name)
 
 
+def list_subdirs(folder: Path) -> list[Path]:
+    """Visible sub-folders of ``folder``, sorted by name."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
 def list_images_recursive(folder: Path) -> list[Path]:
     """Image files anywhere below ``folder``, sorted by relative path."""
     if not folder.is_dir():

@@ -1,0 +1,213 @@
+"""UnivFD: "Towards Universal Fake Image Detectors that Generalize Across Generative Models"
+(Ojha, Li, Lee, CVPR 2023). Official code: WisconsinAIVision/UniversalFakeDetect
+(models/clip_models.py, validate.py, train.py).
+
+- Network: the OpenAI CLIP ViT-L/14 image tower (``encode_image``: 768-d projected
+  embedding; QuickGELU; fp32 on CPU) — built here with open_clip's ``VisionTransformer`` —
+  followed by ``fc = Linear(768, 1)``; sigmoid(logit) = P(fake). The backbone is frozen.
+- Test preprocessing (``validate.py``): centre crop 224 with no resize, CLIP mean/std. Images
+  smaller than 224 are zero-padded (black) to 224, as torchvision ``CenterCrop`` does.
+- Weights: ``pretrained_weights/fc_weights.pth`` (in the repository; ``{'weight': [1, 768],
+  'bias': [1]}``) plus an OpenAI CLIP ViT-L/14 file. Pass ``--weights`` as a folder holding
+  ``fc_weights.pth`` and one CLIP file, or as the fc file with option ``clip_weights=PATH``.
+  CLIP files accepted: a state dict (``.safetensors``/``.bin``/``.pt``) with OpenAI/open_clip key
+  names (``visual.conv1.weight``, ``visual.transformer.resblocks.N...``, ``visual.proj``; text keys
+  are ignored), e.g. ``open_clip_model.safetensors`` of the Hugging Face repo
+  ``timm/vit_large_patch14_clip_224.openai``; or OpenAI's TorchScript ``ViT-L-14.pt``
+  (from ``clip.load``), which needs ``--allow-pickle`` because TorchScript cannot be read
+  weights-only. fp16 weights are converted to fp32 (as ``clip.load(device="cpu")``).
+- Training (README): fc only, AdamW lr 1e-4 (β1 0.9, weight decay 0), batch 256, resize 256,
+  blur σ~U[0,3] / JPEG q~U{30..100} each p=0.5, random crop 224, flip; lr/10 on a 5-epoch
+  plateau. Our checkpoints then store only ``fc.*`` and record the CLIP file they need.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from open_clip.transformer import QuickGELU, VisionTransformer
+from torch import nn
+
+from baselines.common import CLIP_MEAN, CLIP_STD, SingleLogitDetector, center_crop, to_tensor
+from baselines.training import TrainRecipe
+from bench.checkpoint import is_our_checkpoint, load_checkpoint, load_raw, load_strict, tensors_only
+from bench.errors import UserError
+from bench.model import InputPolicy, file_sha256
+
+FC_FILE = "fc_weights.pth"
+CLIP_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+@dataclass(frozen=True)
+class UnivFDConfig:
+    """The CLIP image tower's shape (ViT-L/14 by default; heads = width / 64 as OpenAI) and the test crop."""
+
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 1024
+    layers: int = 24
+    heads: int = 16
+    embed_dim: int = 768
+    crop: int = 224
+    train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
+        optimizer="adamw", lr=1e-4, weight_decay=0.0, batch_size=256, epochs=100, schedule="plateau", patience=5,
+        load_size=256, crop_size=224, blur_prob=0.5, jpeg_prob=0.5))
+    weights_source: str = "WisconsinAIVision/UniversalFakeDetect pretrained_weights/fc_weights.pth + OpenAI CLIP ViT-L/14"
+
+
+_TINY_TRAIN = TrainRecipe(optimizer="adamw", lr=1e-2, batch_size=8, epochs=2, schedule="plateau",
+                          load_size=36, crop_size=32, blur_prob=0.5, jpeg_prob=0.5)
+
+
+class UnivFDNet(nn.Module):
+    """CLIP image tower (``visual``, frozen) + ``fc``; returns (B, num_outputs) logits."""
+
+    def __init__(self, config: UnivFDConfig, num_outputs: int) -> None:
+        super().__init__()
+        self.visual = VisionTransformer(
+            image_size=config.image_size, patch_size=config.patch_size, width=config.width, layers=config.layers,
+            heads=config.heads, mlp_ratio=4.0, output_dim=config.embed_dim, act_layer=QuickGELU,
+        )
+        self.visual.requires_grad_(False)
+        self.fc = nn.Linear(config.embed_dim, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.visual(x))
+
+
+def read_clip_visual_state(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    """The image-tower tensors of a CLIP file, keys without ``visual.``, as fp32."""
+    if path.suffix != ".safetensors" and zipfile.is_zipfile(path) and _is_torchscript(path):
+        if not allow_pickle:
+            raise UserError(f"{path} is a TorchScript archive (OpenAI clip.load format), which cannot be read "
+                            "weights-only. Pass --allow-pickle if you trust it, or use the safetensors file "
+                            "open_clip_model.safetensors of timm/vit_large_patch14_clip_224.openai.")
+        state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    else:
+        obj = load_raw(path, allow_pickle=allow_pickle)
+        if isinstance(obj, Mapping) and "state_dict" in obj:
+            obj = obj["state_dict"]
+        state = {k: v for k, v in dict(obj).items() if isinstance(v, torch.Tensor)} if isinstance(obj, Mapping) else obj
+        state = tensors_only(state, path)
+    if any(k.startswith("blocks.") or k.startswith("vision_model.") for k in state):
+        raise UserError(f"{path} uses timm/Hugging Face key names; UnivFD needs the OpenAI/open_clip layout "
+                        "(visual.conv1.weight, visual.transformer.resblocks.*, visual.proj)")
+    if "visual.proj" in state:
+        state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    return {k: v.float() for k, v in state.items()}
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as zf:
+        return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in zf.namelist())
+
+
+class UnivFD(SingleLogitDetector):
+    """UnivFD detector; options: ``clip_weights`` (path), ``num_classes`` (2 or 3)."""
+
+    name = "univfd"
+    configs = {
+        "default": UnivFDConfig(),
+        "tiny": UnivFDConfig(image_size=32, patch_size=8, width=64, layers=2, heads=1, embed_dim=32, crop=32,
+                             train=_TINY_TRAIN, weights_source="random"),
+    }
+    weights_help = (
+        "UnivFD weights: pretrained_weights/fc_weights.pth from github.com/WisconsinAIVision/UniversalFakeDetect and "
+        "the OpenAI CLIP ViT-L/14 weights (open_clip_model.safetensors of huggingface.co/timm/"
+        "vit_large_patch14_clip_224.openai, or OpenAI's ViT-L-14.pt with --allow-pickle); put both in one folder "
+        "and pass it with --weights."
+    )
+
+    def option_names(self) -> tuple[str, ...]:
+        return ("num_classes", "init_seed", "clip_weights")
+
+    def build(self, config: UnivFDConfig, **options: Any) -> None:
+        super().build(config, **options)
+        if "clip_weights" in options:
+            self.load_clip(Path(options["clip_weights"]))
+
+    def make_network(self, config: UnivFDConfig, num_outputs: int) -> nn.Module:
+        self.clip_path: Path | None = None
+        self.clip_sha256: str | None = None
+        return UnivFDNet(config, num_outputs)
+
+    @property
+    def input_policy(self) -> InputPolicy:
+        return InputPolicy(resize=None, crop=self.config.crop, mean=CLIP_MEAN, std=CLIP_STD,
+                           interpolation="none",
+                           notes="UniversalFakeDetect validate.py: centre crop only; images smaller than the crop "
+                                 "are zero-padded (torchvision CenterCrop)")
+
+    def test_geometry(self, image: np.ndarray) -> np.ndarray:
+        return center_crop(image, self.config.crop)
+
+    def to_input(self, image: np.ndarray) -> torch.Tensor:
+        return to_tensor(image, CLIP_MEAN, CLIP_STD)
+
+    # ------------------------------------------------------------------ loading
+    def load_clip(self, path: Path) -> None:
+        if not path.is_file():
+            raise UserError(f"CLIP weights not found: {path}. {self.weights_help}")
+        load_strict(self.network.visual, read_clip_visual_state(path, self.allow_pickle), path)
+        self.clip_path, self.clip_sha256 = path, file_sha256(path)
+
+    def load_fc(self, path: Path) -> None:
+        load_strict(self.network.fc, tensors_only(load_raw(path, allow_pickle=self.allow_pickle), path), path)
+
+    def load_official(self, path: Path) -> None:
+        if self.clip_path is None:
+            raise UserError(f"UnivFD needs the CLIP ViT-L/14 weights as well as {path.name}: pass a folder holding "
+                            "both with --weights, or the option clip_weights=PATH. " + self.weights_help)
+        self.load_fc(path)
+
+    def load_official_dir(self, path: Path) -> None:
+        if not (path / FC_FILE).is_file():
+            raise UserError(f"{path} has no {FC_FILE}. {self.weights_help}")
+        if self.clip_path is None:
+            clips = sorted(p for p in path.iterdir() if p.suffix in CLIP_SUFFIXES and p.name != FC_FILE)
+            if len(clips) != 1:
+                raise UserError(f"{path}: expected exactly one CLIP file next to {FC_FILE}, "
+                                f"found {[p.name for p in clips]}")
+            self.load_clip(clips[0])
+        self.load_fc(path / FC_FILE)
+
+    def load_weights(self, path: Path) -> None:
+        if not is_our_checkpoint(path):
+            return super().load_weights(path)
+        state, saved = load_checkpoint(path)
+        self.check_saved_config(saved, path)
+        if not any(k.startswith("visual.") for k in state) and self.clip_path is None:
+            clip = saved.get("clip_weights")
+            if not clip:
+                raise UserError(f"{path} stores only the fc layer; pass clip_weights=PATH. {self.weights_help}")
+            self.load_clip(Path(clip))
+        self.load_our_state(state, path)
+
+    # ------------------------------------------------------------------ training hooks
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.network.fc.parameters())
+
+    def set_train_mode(self, training: bool) -> None:
+        self.network.train(training)
+        self.network.visual.eval()
+
+    def state_for_checkpoint(self) -> dict[str, torch.Tensor]:
+        if self.clip_path is None:
+            return dict(self.network.state_dict())
+        return {f"fc.{k}": v for k, v in self.network.fc.state_dict().items()}
+
+    def load_our_state(self, state: Mapping[str, torch.Tensor], source: Path | str) -> None:
+        if any(k.startswith("visual.") for k in state):
+            load_strict(self.network, state, source)
+        else:
+            load_strict(self.network.fc, {k.removeprefix("fc."): v for k, v in state.items()}, source)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {**super().checkpoint_config(), "clip_weights": str(self.clip_path) if self.clip_path else None,
+                "clip_sha256": self.clip_sha256}

@@ -1,0 +1,131 @@
+"""Figures of a run, as PNG files (matplotlib, Agg backend): every axis labelled, every
+figure titled, a legend wherever several curves share axes.
+
+The functions take plain arrays, so they do not depend on where the numbers come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+
+DPI = 120
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """ROC curves, one per model: ``{label: (y_true in {0,1}, score for class 1)}``."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for label, (y, score) in curves.items():
+        y = np.asarray(y)
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, score)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, score):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set_xlabel("False positive rate (real called fake)")
+    ax.set_ylabel("True positive rate (fake called fake)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def robustness_curves(
+    series: Mapping[str, Sequence[tuple[str, float]]], path: Path, title: str, ylabel: str
+) -> Path:
+    """A metric against perturbation, one line per model: ``{model: [(condition, value), ...]}``.
+
+    Conditions are placed in the order given (e.g. clean, JPEG 80, JPEG 70, ...).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    conditions: list[str] = []
+    for points in series.values():
+        for cond, _ in points:
+            if cond not in conditions:
+                conditions.append(cond)
+    x = {c: i for i, c in enumerate(conditions)}
+    for label, points in series.items():
+        xs = [x[c] for c, _ in points]
+        ax.plot(xs, [v for _, v in points], marker="o", label=label)
+    ax.set_xticks(range(len(conditions)))
+    ax.set_xticklabels(conditions, rotation=30, ha="right")
+    ax.set_xlabel("Perturbation")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrix_plot(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> Path:
+    """A confusion matrix (rows = true class, columns = predicted class), counts and row %."""
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * cm.shape[1], 1.2 + 1.2 * cm.shape[0]))
+    im = ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{int(cm[i, j])}\n{100 * frac[i, j]:.0f}%", ha="center", va="center",
+                    color="white" if frac[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(cm.shape[1]))
+    ax.set_xticklabels(class_names[: cm.shape[1]], rotation=20)
+    ax.set_yticks(range(cm.shape[0]))
+    ax.set_yticklabels(class_names[: cm.shape[0]])
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    return _save(fig, path)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend red into ``image`` (uint8 H×W×3) where ``mask`` (bool or [0, 1] float) is set."""
+    m = np.asarray(mask, dtype=np.float32)
+    if m.dtype != np.bool_:
+        m = (m > 0.5).astype(np.float32)
+    red = np.zeros_like(image, dtype=np.float32)
+    red[..., 0] = 255.0
+    out = image.astype(np.float32) * (1 - alpha * m[..., None]) + red * (alpha * m[..., None])
+    return np.clip(out.round(), 0, 255).astype(np.uint8)
+
+
+def mask_grid(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray | None]]]], path: Path, title: str
+) -> Path:
+    """A grid of mask overlays: each row is (sample id, image, [(column title, mask or None)])."""
+    ncols = 1 + max(len(cols) for _, _, cols in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows)), squeeze=False)
+    for r, (sample_id, image, cols) in enumerate(rows):
+        axes[r, 0].imshow(image)
+        axes[r, 0].set_title(f"image\n{sample_id}", fontsize=7)
+        for c, (name, mask) in enumerate(cols, start=1):
+            ax = axes[r, c]
+            if mask is None:
+                ax.imshow(np.full_like(image, 235))
+                ax.text(0.5, 0.5, "no mask", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            else:
+                ax.imshow(overlay(image, mask))
+            ax.set_title(name, fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title)
+    return _save(fig, path)

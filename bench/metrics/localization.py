@@ -1,0 +1,240 @@
+"""Pixel-level localization metrics (SID-Set Table 3): ROC-AUC, F1 and IoU of forged pixels.
+
+Every convention that changes the numbers is a named constructor parameter (and is returned by
+``convention()``):
+
+- ``aggregation``: ``"per_image"`` (the metric per image, then the mean over images) or
+  ``"global"`` (one confusion count / histogram over all pixels of all images).
+- ``threshold``: a float (pixel positive iff ``p > threshold``; 0.5 by default) or ``"best"``:
+  the F1-maximising threshold among the bin edges ``k / bins`` (pixel positive iff its bin
+  index >= k), chosen on the ground truth (per image, or once for the whole set with
+  ``global``). ``best`` is **optimistic** (an oracle threshold) and labelled so.
+- ``images``: ``"tampered"`` (only images whose label is ``tampered_label``) or
+  ``"tampered_and_real"`` (also images labelled ``real_label``, with an empty mask when none is
+  given). Other labels (e.g. fully synthetic) are skipped and counted in ``n_skipped``.
+- ``polarity``: ``"origin"`` (score ``p``), ``"reverse"`` (score ``1 - p``) or ``"double"``
+  (per image, the better of the two for each metric, as IMDLBenCo; ``per_image`` only).
+- ``bins``: the pixel-AUC histogram resolution (uniform bins on [0, 1]). Memory is O(bins) per
+  image (kept so the bootstrap can resample images), never O(pixels).
+
+Outcomes on degenerate masks: when the ground truth *and* the prediction have no positive pixel,
+F1 = IoU = 1 (nothing to find, nothing claimed); a prediction with positives on an empty ground
+truth gives 0. The AUC of an image whose ground truth is empty or all-positive is undefined:
+it is left out of the per-image AUC mean and counted in ``n_auc_excluded``.
+
+Keys: ``pixel_auc``, ``pixel_f1``, ``pixel_iou``, ``n_images``, ``n_auc_excluded``, ``n_skipped``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UserError
+from bench.metrics.base import SampleMetric
+from bench.types import REAL, TAMPERED
+
+AGGREGATIONS = ("per_image", "global")
+IMAGE_SETS = ("tampered", "tampered_and_real")
+POLARITIES = ("origin", "reverse", "double")
+
+
+def pixel_histograms(gt: np.ndarray, prob: np.ndarray, bins: int) -> np.ndarray:
+    """(2, bins) int counts of [negative, positive] pixels per probability bin [k/B, (k+1)/B)."""
+    idx = np.minimum((prob.ravel() * bins).astype(np.int64), bins - 1)
+    g = gt.ravel()
+    return np.stack([np.bincount(idx[~g], minlength=bins), np.bincount(idx[g], minlength=bins)]).astype(np.int64)
+
+
+def binned_auc(hist: np.ndarray) -> float:
+    """ROC-AUC from (2, bins) histograms; pixels in the same bin count as ties (half)."""
+    neg, pos = hist[0].astype(np.float64), hist[1].astype(np.float64)
+    n_neg, n_pos = neg.sum(), pos.sum()
+    if n_neg == 0 or n_pos == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (neg_below + 0.5 * neg)) / (n_pos * n_neg))
+
+
+def f1_iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F1 and IoU with the 0/0 case (empty ground truth, empty prediction) scored 1."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    den_f1, den_iou = 2 * tp + fp + fn, tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(den_f1 > 0, 2 * tp / np.where(den_f1 > 0, den_f1, 1), 1.0)
+        iou = np.where(den_iou > 0, tp / np.where(den_iou > 0, den_iou, 1), 1.0)
+    return f1, iou
+
+
+def best_f1_iou(hist: np.ndarray) -> tuple[float, float]:
+    """The best F1 over thresholds k/bins (k = 0..bins) and the IoU at that threshold."""
+    neg, pos = hist[0], hist[1]
+    tp = np.r_[np.cumsum(pos[::-1])[::-1], 0]  # positives with bin >= k
+    fp = np.r_[np.cumsum(neg[::-1])[::-1], 0]
+    f1, iou = f1_iou(tp, fp, pos.sum() - tp)
+    k = int(np.argmax(f1))
+    return float(f1[k]), float(iou[k])
+
+
+def threshold_counts(gt: np.ndarray, prob: np.ndarray, threshold: float) -> np.ndarray:
+    """[tp, fp, fn, tn] with a pixel predicted positive iff ``prob > threshold``."""
+    pred = prob > threshold
+    tp = int(np.count_nonzero(pred & gt))
+    fp = int(np.count_nonzero(pred & ~gt))
+    fn = int(np.count_nonzero(~pred & gt))
+    return np.array([tp, fp, fn, gt.size - tp - fp - fn], dtype=np.int64)
+
+
+class Localization(SampleMetric):
+    """Pixel ROC-AUC, F1 and IoU with explicit conventions (see the module docstring).
+
+    ``update(gt_masks, pred_masks, labels, sample_ids=None)``: lists of boolean (H, W) ground
+    truths (``None`` allowed for real images) and float (H, W) probabilities in [0, 1] of the same
+    shape, and (N,) labels in the dataset's label space.
+    """
+
+    name = "localization"
+    task = "localization"
+
+    def __init__(
+        self,
+        aggregation: str = "per_image",
+        threshold: float | str = 0.5,
+        images: str = "tampered",
+        polarity: str = "origin",
+        bins: int = 1000,
+        tampered_label: int = TAMPERED,
+        real_label: int = REAL,
+    ) -> None:
+        super().__init__()
+        for value, allowed, what in ((aggregation, AGGREGATIONS, "aggregation"), (images, IMAGE_SETS, "images"),
+                                     (polarity, POLARITIES, "polarity")):
+            if value not in allowed:
+                raise UserError(f"localization: {what} must be one of {allowed}, got {value!r}")
+        if threshold != "best" and (isinstance(threshold, str) or not 0.0 <= float(threshold) < 1.0):
+            raise UserError(f"localization: threshold must be 'best' or a number in [0, 1), got {threshold!r}")
+        if not isinstance(bins, int) or bins < 2:
+            raise UserError(f"localization: bins must be an integer >= 2, got {bins!r}")
+        if polarity == "double" and aggregation == "global":
+            raise UserError("localization: polarity 'double' is defined per image; use aggregation 'per_image'")
+        self.aggregation, self.images, self.polarity, self.bins = aggregation, images, polarity, bins
+        self.threshold: float | str = threshold if threshold == "best" else float(threshold)
+        self.tampered_label, self.real_label = int(tampered_label), int(real_label)
+        self._n_skipped = 0
+
+    def convention(self) -> dict[str, Any]:
+        if self.threshold == "best":
+            where = "per image" if self.aggregation == "per_image" else "once for the whole set"
+            thr: Any = f"best (optimistic: F1-maximising bin edge chosen on the ground truth, {where})"
+        else:
+            thr = self.threshold
+        return {"aggregation": self.aggregation, "threshold": thr, "positive_if": "p > threshold",
+                "images": self.images, "polarity": self.polarity, "auc": f"binned, {self.bins} bins",
+                "tampered_label": self.tampered_label, "real_label": self.real_label,
+                "empty_gt_and_pred": "F1 = IoU = 1", "auc_single_class_image": "excluded"}
+
+    def _row_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        if self.aggregation == "per_image":
+            return {"auc": ((), np.float64), "f1": ((), np.float64), "iou": ((), np.float64)}
+        return {"counts": ((4,), np.int64), "hist": ((2, self.bins), np.int32)}
+
+    def _merge_extra(self, other: SampleMetric) -> None:
+        self._n_skipped += getattr(other, "_n_skipped", 0)
+
+    def update(self, gt_masks: Any, pred_masks: Any, labels: Any, sample_ids: Any = None) -> None:
+        labels = np.asarray(labels).ravel()
+        if not len(gt_masks) == len(pred_masks) == len(labels):
+            raise UserError(
+                f"localization: got {len(gt_masks)} masks, {len(pred_masks)} predictions, {len(labels)} labels"
+            )
+        ids = None if sample_ids is None else list(sample_ids)
+        counted = {"tampered": (self.tampered_label,), "tampered_and_real": (self.tampered_label, self.real_label)}
+        rows: list[dict[str, np.ndarray]] = []
+        kept_ids: list[str] = []
+        for i, (gt, pred, label) in enumerate(zip(gt_masks, pred_masks, labels)):
+            if int(label) not in counted[self.images]:
+                self._n_skipped += 1
+                continue
+            rows.append(self._image_row(i, gt, pred, int(label)))
+            if ids is not None:
+                kept_ids.append(ids[i])
+        if rows:
+            batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+            self._append(batch, kept_ids if ids is not None else None)
+
+    def _image_row(self, i: int, gt: Any, pred: Any, label: int) -> dict[str, np.ndarray]:
+        if pred is None:
+            raise UserError(f"localization: image {i} has no predicted mask")
+        p = np.asarray(pred, dtype=np.float64)
+        if gt is None:
+            if label != self.real_label:
+                raise UserError(f"localization: tampered image {i} has no ground-truth mask")
+            gt = np.zeros(p.shape, dtype=bool)
+        g = np.asarray(gt).astype(bool)
+        if g.shape != p.shape or g.ndim != 2:
+            raise UserError(f"localization: image {i}: mask shape {g.shape} != prediction shape {p.shape} (H, W)")
+        if not np.all(np.isfinite(p)) or p.size and (p.min() < 0 or p.max() > 1):
+            raise UserError(f"localization: image {i}: predicted mask must be finite probabilities in [0, 1]")
+        if self.polarity == "reverse":
+            p = 1.0 - p
+        if self.aggregation == "global":
+            return {"counts": threshold_counts(g, p, float(self.threshold)) if self.threshold != "best"
+                    else np.zeros(4, np.int64), "hist": pixel_histograms(g, p, self.bins).astype(np.int32)}
+        scores = [self._image_scores(g, p)]
+        if self.polarity == "double":
+            scores.append(self._image_scores(g, 1.0 - p))
+        best = np.fmax.reduce(np.array(scores), axis=0)
+        return {"auc": best[0], "f1": best[1], "iou": best[2]}
+
+    def _image_scores(self, gt: np.ndarray, p: np.ndarray) -> np.ndarray:
+        hist = pixel_histograms(gt, p, self.bins)
+        if self.threshold == "best":
+            f1, iou = best_f1_iou(hist)
+        else:
+            tp, fp, fn, _ = threshold_counts(gt, p, float(self.threshold))
+            f1_a, iou_a = f1_iou(tp, fp, fn)
+            f1, iou = float(f1_a), float(iou_a)
+        return np.array([binned_auc(hist), f1, iou])
+
+    def _prepare(self, table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "hist" not in table:
+            return table
+        # float64 sums of integer counts are exact (< 2**53) and use BLAS in the bootstrap
+        return {**table, "hist": table["hist"].reshape(len(table["hist"]), -1).astype(np.float64)}
+
+    def _compute(self, table: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+        return self._compute_block(table, w[None, :])[0]
+
+    def _compute_block(self, table: dict[str, np.ndarray], weights: np.ndarray) -> list[dict[str, float]]:
+        if self.aggregation == "per_image":
+            return [self._per_image(table, w) for w in weights]
+        hists = (weights.astype(np.float64) @ table["hist"]).reshape(len(weights), 2, self.bins)
+        counts = weights @ table["counts"]
+        return [self._global(h, c, float(w.sum())) for h, c, w in zip(hists, counts, weights)]
+
+    def _per_image(self, table: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+        n = float(w.sum())
+        nan = float("nan")
+        auc_ok = np.isfinite(table["auc"]) & (w > 0)
+        w_auc = w[auc_ok]
+        return {
+            "pixel_auc": float(np.average(table["auc"][auc_ok], weights=w_auc)) if w_auc.sum() else nan,
+            "pixel_f1": float(np.average(table["f1"], weights=w)) if n else nan,
+            "pixel_iou": float(np.average(table["iou"], weights=w)) if n else nan,
+            "n_auc_excluded": float(w[~np.isfinite(table["auc"])].sum()),
+            "n_images": n,
+            "n_skipped": float(self._n_skipped),
+        }
+
+    def _global(self, hist: np.ndarray, counts: np.ndarray, n: float) -> dict[str, float]:
+        nan = float("nan")
+        if not n:
+            f1, iou = nan, nan
+        elif self.threshold == "best":
+            f1, iou = best_f1_iou(hist)
+        else:
+            f1_a, iou_a = f1_iou(*counts[:3])
+            f1, iou = float(f1_a), float(iou_a)
+        return {"pixel_auc": binned_auc(hist), "pixel_f1": f1, "pixel_iou": iou, "n_auc_excluded": 0.0,
+                "n_images": n, "n_skipped": float(self._n_skipped)}

@@ -1,0 +1,1 @@
+"""Speed benchmarks: scripts that print throughput ratios (never timed unit tests)."""

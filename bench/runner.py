@@ -1,0 +1,352 @@
+"""The runner: protocol × model → prediction store → results.json and tables.
+
+Path of one image (DESIGN.md): dataset decode (once per model for the whole perturbation grid)
+→ perturbation (rng from ``sample_rng(protocol seed, sample id, perturbation key)``, mask
+co-transformed) → the model's input policy (``model.preprocess``, in loader workers) →
+``model.predict_preprocessed`` in batches → one store row per (sample, perturbation).
+Scoring reads the store only (:mod:`bench.scoring`), sorted by sample id, so the numbers do not
+depend on batch size, workers, order or sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from bench.adapters import LocalizerAsDetector
+from bench.datasets.base import Dataset
+from bench.errors import UserError
+from bench.model import Capability, Detector
+from bench.perturbations.base import Perturbation, sample_rng
+from bench.progress import make_progress
+from bench.protocol import CLEAN, Protocol, load_protocol
+from bench.results import ResultsFile
+from bench.store import PredictionStore, RunIdentity, encode_bool_mask, encode_prob_mask, policy_hash, row_key
+from bench.types import Prediction, Sample
+
+PREDICTIONS_DIR = "predictions"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One perturbation of the grid, instantiated: ``perturbation`` is None for the clean one."""
+
+    key: str
+    name: str
+    params: dict[str, Any]
+    label: str
+    perturbation: Perturbation | None
+
+    @property
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True, default=str)
+
+
+@dataclass
+class Variant:
+    """One (sample, condition) pair after perturbation and preprocessing (made in a worker)."""
+
+    sample_id: str
+    condition: str
+    label: int
+    item: Any
+    size: tuple[int, int]
+    gt_mask: np.ndarray | None
+    meta: dict[str, Any]
+    error: str | None = None
+
+
+@dataclass
+class Split:
+    """A dataset split to evaluate, with the ids to skip and the conditions still missing per id."""
+
+    spec_name: str
+    dataset: Dataset
+    skip_ids: set[str] = field(default_factory=set)
+    missing: dict[str, set[str]] = field(default_factory=dict)
+    limit_ids: list[str] | None = None
+    fallback_limit: int | None = None
+
+
+def build_conditions(protocol: Protocol) -> list[Condition]:
+    from bench.plugins import create_perturbation
+
+    out = []
+    for spec in protocol.perturbations:
+        if spec.name == CLEAN:
+            out.append(Condition(CLEAN, CLEAN, {}, spec.display, None))
+            continue
+        pert = create_perturbation(spec.name, **spec.params)
+        out.append(Condition(pert.key, spec.name, pert.params(), spec.display, pert))
+    return out
+
+
+class _VariantStream(IterableDataset):
+    """Yields the preprocessed variants of every sample of one split, sharded by loader worker."""
+
+    def __init__(self, split: Split, conditions: Sequence[Condition], model: Detector, seed: int) -> None:
+        self.split = split
+        self.conditions = list(conditions)
+        self.model = model
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[Variant]:
+        info = get_worker_info()
+        shard, num_shards = (info.id, info.num_workers) if info is not None else (0, 1)
+        samples = self.split.dataset.iter_samples(shard, num_shards, skip_ids=self.split.skip_ids)
+        if self.split.fallback_limit is not None:
+            samples = _first_n(samples, self.split.fallback_limit)
+        for sample in samples:
+            if sample.id in self.split.skip_ids:
+                continue
+            wanted = self.split.missing.get(sample.id)
+            for cond in self.conditions:
+                if wanted is None or cond.key in wanted:
+                    yield self._variant(sample, cond)
+
+    def _variant(self, sample: Sample, cond: Condition) -> Variant:
+        meta = sample.meta
+        if sample.error is not None or sample.image is None:
+            size = tuple(meta.get("original_size") or (0, 0))
+            return Variant(sample.id, cond.key, sample.label, None, size, None, meta, f"decode: {sample.error}")
+        image, mask = sample.image, sample.mask
+        try:
+            if cond.perturbation is not None:
+                rng = sample_rng(self.seed, sample.id, cond.key)
+                image, mask = cond.perturbation(image, mask, rng)
+            item = self.model.preprocess(image)
+        except Exception as exc:  # a per-sample failure is recorded, never raised
+            size = (int(image.shape[0]), int(image.shape[1]))
+            return Variant(sample.id, cond.key, sample.label, None, size, mask, meta, f"{cond.key}: {_describe(exc)}")
+        return Variant(sample.id, cond.key, sample.label, item, (int(image.shape[0]), int(image.shape[1])), mask, meta)
+
+
+def _first_n(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
+    for i, sample in enumerate(samples):
+        if i >= n:
+            return
+        yield sample
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _collate(batch: list[Variant]) -> list[Variant]:
+    return batch
+
+
+def _predict(model: Detector, variants: Sequence[Variant]) -> list[Prediction]:
+    """Call the model; ground-truth labels are passed only to a model that asks for them
+    (``wants_labels``: an official teacher-forced evaluation mode, recorded in its options)."""
+    extra = {"labels": [v.label for v in variants]} if model.wants_labels else {}
+    return model.predict_preprocessed([v.item for v in variants], [v.size for v in variants], **extra)
+
+
+def predict_batch(model: Detector, variants: Sequence[Variant]) -> list[Prediction]:
+    """Predictions for the variants that have an item; a failing batch is retried one by one."""
+    todo = [v for v in variants if v.error is None]
+    preds: dict[int, Prediction] = {}
+    if todo:
+        try:
+            out = _predict(model, todo)
+            if len(out) != len(todo):
+                raise RuntimeError(f"model returned {len(out)} predictions for {len(todo)} inputs")
+            preds.update({id(v): p for v, p in zip(todo, out)})
+        except Exception:  # isolate the failing item(s)
+            for v in todo:
+                try:
+                    preds[id(v)] = _predict(model, [v])[0]
+                except Exception as exc:  # recorded in the row, counted in results
+                    preds[id(v)] = Prediction.failed(model.num_classes, f"model: {_describe(exc)}")
+    return [preds.get(id(v)) or Prediction.failed(model.num_classes, v.error or "no prediction") for v in variants]
+
+
+def detection_adapter(model: Detector) -> LocalizerAsDetector | None:
+    """A localizer without its own detection output is scored through its max-pooled mask."""
+    if Capability.DETECT not in model.capabilities and Capability.LOCALIZE in model.capabilities:
+        return LocalizerAsDetector()
+    return None
+
+
+def make_row(run: RunIdentity, split: Split, cond: Condition, v: Variant, pred: Prediction,
+             probs_space: str) -> dict[str, Any]:
+    error = v.error or pred.error
+    probs = np.asarray(pred.probs, dtype=np.float64) if pred.probs is not None else np.zeros(0)
+    pm = pred.mask if error is None else None
+    gm = v.gt_mask
+    dataset = split.spec_name
+    return {
+        "key": row_key(run, dataset, split.dataset.split, v.sample_id, cond.key, cond.params_json),
+        "model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
+        "dataset": dataset, "split": split.dataset.split, "sample_id": v.sample_id,
+        "perturbation": cond.key, "perturbation_params": cond.params_json, "seed": run.seed,
+        "label": int(v.label),
+        "probs": None if error else [float(x) for x in probs],
+        "probs_space": probs_space,
+        "height": int(v.size[0]), "width": int(v.size[1]),
+        "pred_mask": encode_prob_mask(pm) if pm is not None else None,
+        "pred_mask_h": int(pm.shape[0]) if pm is not None else None,
+        "pred_mask_w": int(pm.shape[1]) if pm is not None else None,
+        "gt_mask": encode_bool_mask(gm) if gm is not None else None,
+        "gt_mask_h": int(gm.shape[0]) if gm is not None else None,
+        "gt_mask_w": int(gm.shape[1]) if gm is not None else None,
+        "group": group_of(v.meta),
+        "meta": json.dumps(light_meta(v.meta), sort_keys=True, default=str),
+        "error": error, "text": pred.text,
+    }
+
+
+def group_of(meta: dict[str, Any]) -> str | None:
+    for k in ("generator", "group", "source"):
+        if meta.get(k) is not None:
+            return str(meta[k])
+    return None
+
+
+def light_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able scalar and list fields of a sample's meta."""
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))}
+
+
+def run_protocol(
+    protocol: Protocol | str | Path,
+    model: Detector | str,
+    out_dir: str | Path,
+    *,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    data_roots: dict[str, str | Path] | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    resume: bool = False,
+    flush_every: int = 256,
+    tables: bool = True,
+) -> ResultsFile:
+    """Run ``protocol`` with ``model``, write ``out_dir/{predictions/, results.json, tables/}``.
+
+    Args:
+        protocol: a :class:`Protocol`, a bundled protocol name or a YAML path.
+        model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``
+            and ``allow_pickle`` are used to create it).
+        data_roots: ``{dataset name: folder}``, overriding a protocol's ``root``.
+        limit: evaluate only the first ``limit`` samples of each split (the dataset's order).
+        batch_size, workers: inference batch size and DataLoader workers (0 = in process).
+        resume: continue a run in ``out_dir`` (stored rows are skipped before decoding).
+        flush_every: rows per parquet shard (the most a killed run loses).
+    Returns the results, also written to ``out_dir/results.json``.
+    """
+    from bench.plugins import create_model
+    from bench.scoring import score_store
+
+    started = time.time()
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if isinstance(model, str):
+        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
+    if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
+        raise UserError("Expected batch_size >= 1, workers >= 0 and limit >= 1")
+    out = Path(out_dir)
+    store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every)
+    if store and not resume:
+        raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
+    describe = model.describe()
+    run = RunIdentity(f"{model.name}:{model.config_name}", model.weights_sha256, policy_hash(describe), proto.seed)
+    conditions = build_conditions(proto)
+    stored = store.stored_keys() if resume else set()
+    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored) for spec in proto.datasets]
+    adapter = detection_adapter(model)
+    probs_space = "binary" if adapter is not None else model.label_space.value
+    total = sum(_pending(s, limit, len(conditions)) for s in splits)
+    with make_progress() as bar:
+        task = bar.add_task(f"{model.name} × {proto.name}", total=total)
+        for split in splits:
+            stream = _VariantStream(split, conditions, model, proto.seed)
+            loader = DataLoader(stream, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                                multiprocessing_context="fork" if workers else None)
+            by_key = {c.key: c for c in conditions}
+            for batch in loader:
+                for v, pred in zip(batch, predict_batch(model, batch)):
+                    if adapter is not None and pred.error is None:
+                        pred = adapter(pred)
+                    store.add(make_row(run, split, by_key[v.condition], v, pred, probs_space))
+                bar.advance(task, len(batch))
+    store.flush()
+    run_info = {
+        "seed": proto.seed, "limit": limit,
+        "limit_rule": "first N samples of each split in the dataset's deterministic order" if limit else None,
+        "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
+        "predictions": PREDICTIONS_DIR, "elapsed_s": round(time.time() - started, 3),
+    }
+    model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
+                  "adapters": {"detection": "LocalizerAsDetector (p_fake = max of the predicted mask)"}
+                  if adapter else {}}
+    requested = {(s.spec_name, s.dataset.split): _requested(s, limit) for s in splits}
+    dataset_info = {(s.spec_name, s.dataset.split): s.dataset.describe() for s in splits}
+    results = score_store(store, proto, model_info, run_info, conditions=conditions,
+                          requested=requested, dataset_info=dataset_info, device=str(model.device))
+    results.write(out)
+    if tables:
+        from bench.tables import write_tables
+
+        write_tables([results], out / "tables", kinds=[t.kind for t in proto.tables] or None)
+    return results
+
+
+def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], limit: int | None,
+                run: RunIdentity, conditions: Sequence[Condition], stored: set[str]) -> Split:
+    from bench.plugins import create_dataset
+
+    root = data_roots.get(spec.name, spec.root)
+    dataset = create_dataset(spec.name, root=root, split=spec.split, **spec.options)
+    if dataset.label_space.value != proto.label_space.value:
+        raise UserError(
+            f"Protocol {proto.name!r} is {proto.label_space.value} but dataset {spec.name!r} is {dataset.label_space.value}"
+        )
+    split = Split(spec.name, dataset)
+    ids = _ordered_ids(dataset)
+    if limit is not None and ids is None:
+        split.fallback_limit = limit
+    if ids is not None and limit is not None:
+        split.limit_ids = ids[:limit]
+        split.skip_ids |= set(ids[limit:])
+    if stored:
+        keys_of = {c.key: c for c in conditions}
+        candidates = split.limit_ids if split.limit_ids is not None else ids
+        for sid in candidates or []:
+            missing = {k for k, c in keys_of.items()
+                       if row_key(run, spec.name, dataset.split, sid, k, c.params_json) not in stored}
+            if not missing:
+                split.skip_ids.add(sid)
+            elif len(missing) < len(conditions):
+                split.missing[sid] = missing
+    return split
+
+
+def _ordered_ids(dataset: Dataset) -> list[str] | None:
+    """Sample ids in the dataset's order without decoding, when the plugin lists entries."""
+    entries = getattr(dataset, "entries", None)
+    if isinstance(entries, list) and all(hasattr(e, "id") for e in entries):
+        return [str(e.id) for e in entries]
+    return None
+
+
+def _requested(split: Split, limit: int | None) -> int:
+    n = len(split.dataset)
+    return min(n, limit) if limit is not None else n
+
+
+def _pending(split: Split, limit: int | None, n_conditions: int) -> int:
+    n = _requested(split, limit)
+    done = len(split.skip_ids) - (len(split.dataset) - len(split.limit_ids) if split.limit_ids is not None else 0)
+    partial = sum(n_conditions - len(m) for m in split.missing.values())
+    return max(0, (n - done) * n_conditions - partial)
+

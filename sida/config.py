@@ -1,0 +1,171 @@
+"""SIDA configurations: frozen dataclasses for the vision tower, the language model, SAM and the heads.
+
+``CONFIGS`` holds ``default`` (SIDA-7B: LLaMA-7B H 4096, CLIP ViT-L/14 at 224, SAM ViT-H at
+1024), ``13b`` (SIDA-13B: LLaMA-2-13B H 5120) and ``tiny`` (random weights, a 2-layer LLaMA, a
+2-layer CLIP tower and a 2-layer SAM at 128 px; runs on a 2-core CPU in a fraction of a second).
+The language-model sizes of a released checkpoint are read from its ``config.json``; the
+numbers here are the documented ones and are checked against it.
+
+Ablation switches (paper Table 6 and the paper-vs-code difference of §1 of the reference notes):
+- ``attention``: ``"official"`` (det→seg multi-head attention with residual), ``"fc"`` (the
+  projected detection feature is added to each [SEG] embedding, no attention), ``"none"``
+  ([SEG] embeddings go to SAM unchanged).
+- ``fc_input``: ``"logits"`` (official ``sida_fc1 = Linear(3, 256)`` on the detection logits) or
+  ``"hidden"`` (the paper's reading: ``Linear(H, 256)`` on the <DET> hidden state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SAM_MEAN = (123.675, 116.28, 103.53)
+SAM_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """CLIP vision tower (transformers ``CLIPVisionModel``); 224/14 → 256 patch tokens."""
+
+    image_size: int = 224
+    patch_size: int = 14
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_layers: int = 24
+    num_heads: int = 16
+    select_layer: int = -2  # LLaVA v1 mm_vision_select_layer; patch tokens only (no CLS)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """LLaMA language model (transformers ``LlamaForCausalLM``)."""
+
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    vocab_size: int = 32003  # resized to the tokenizer's length when the model is built
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """segment_anything SAM: ViT image encoder, prompt encoder, one-output mask decoder."""
+
+    image_size: int = 1024
+    patch_size: int = 16
+    encoder_dim: int = 1280
+    encoder_depth: int = 32
+    encoder_heads: int = 16
+    global_attn_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    window_size: int = 14
+    prompt_dim: int = 256  # = out_dim of text_hidden_fcs
+    decoder_mlp_dim: int = 2048
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    iou_head_hidden_dim: int = 256
+
+    @property
+    def embedding_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """peft LoRA on the language model only (official: r 8, α 16, dropout 0.05, q_proj/v_proj)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Loss weights. ``official``: train_SIDA.py defaults (all 1.0); ``paper``: §5 (bce 2.0, dice 0.5)."""
+
+    name: str = "official"
+    det: float = 1.0
+    mask: float = 1.0
+    bce: float = 1.0
+    dice: float = 1.0
+    ce: float = 1.0
+
+
+LOSS_PRESETS: dict[str, LossWeights] = {
+    "official": LossWeights(),
+    "paper": LossWeights(name="paper", det=1.0, mask=1.0, bce=2.0, dice=0.5, ce=1.0),
+}
+
+
+@dataclass(frozen=True)
+class SidaConfig:
+    """A complete SIDA configuration.
+
+    Attributes:
+        clip, llm, sam, lora: component sizes.
+        attention: ``"official"`` | ``"fc"`` | ``"none"`` (see module docstring).
+        fc_input: ``"logits"`` | ``"hidden"``.
+        loss_weights: the preset used for training (named in saved configs).
+        num_classes: 3 (0 real, 1 full synthetic, 2 tampered).
+        description: whether this is a description checkpoint (keeps generated text).
+        max_new_tokens: generation budget for explanations.
+        base: what the configuration corresponds to (documentation).
+    """
+
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    attention: str = "official"
+    fc_input: str = "logits"
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    num_classes: int = 3
+    description: bool = False
+    max_new_tokens: int = 128
+    base: str = "SIDA-7B (LISA-7B-v1 = LLaVA-7B v1 + SAM ViT-H)"
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("official", "fc", "none"):
+            raise ValueError(f"attention must be 'official', 'fc' or 'none', got {self.attention!r}")
+        if self.fc_input not in ("logits", "hidden"):
+            raise ValueError(f"fc_input must be 'logits' or 'hidden', got {self.fc_input!r}")
+        if self.clip.num_patches != 256:
+            raise ValueError(f"the [CLS]/[SEG] offset rule assumes 256 image tokens, got {self.clip.num_patches}")
+
+    @property
+    def out_dim(self) -> int:
+        return self.sam.prompt_dim
+
+    def with_loss_preset(self, name: str) -> "SidaConfig":
+        if name not in LOSS_PRESETS:
+            raise ValueError(f"Unknown loss preset {name!r}; available: {', '.join(LOSS_PRESETS)}")
+        return replace(self, loss_weights=LOSS_PRESETS[name])
+
+
+DEFAULT = SidaConfig()
+
+SIDA_13B = SidaConfig(
+    llm=LlmConfig(hidden_size=5120, intermediate_size=13824, num_layers=40, num_heads=40,
+                  max_position_embeddings=4096, rms_norm_eps=1e-5),
+    base="SIDA-13B (LISA-13B-llama2-v1 = LLaVA LLaMA-2-13B + SAM ViT-H)",
+)
+
+TINY = SidaConfig(
+    clip=ClipConfig(image_size=224, patch_size=14, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2),
+    llm=LlmConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, vocab_size=1024,
+                  max_position_embeddings=1024, rms_norm_eps=1e-6),
+    sam=SamConfig(image_size=128, patch_size=16, encoder_dim=32, encoder_depth=2, encoder_heads=2,
+                  global_attn_indexes=(1,), window_size=4, prompt_dim=32, decoder_mlp_dim=64,
+                  decoder_depth=2, decoder_heads=8, iou_head_hidden_dim=32),
+    max_new_tokens=16,
+    base="random tiny configuration for tests and CPU smoke runs",
+)
+
+CONFIGS: dict[str, SidaConfig] = {"default": DEFAULT, "13b": SIDA_13B, "tiny": TINY}

@@ -1,0 +1,105 @@
+"""UnivFD: official fc file + OpenAI-layout CLIP weights against open_clip's own OpenAI loader,
+the crop-only CLIP preprocessing, and the frozen backbone / fc-only checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
+from PIL import Image
+from safetensors.torch import save_file
+from torchvision import transforms
+
+from bench.checkpoint import save_checkpoint
+from bench.errors import UserError
+from bench.plugins import create_model
+
+torch.set_num_threads(1)
+CLIP_NORM = dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
+
+
+def _openai_state(seed: int) -> dict[str, torch.Tensor]:
+    """A tiny CLIP (the `tiny` image tower + a small text tower) in OpenAI key layout, fp16 like OpenAI's files."""
+    torch.manual_seed(seed)
+    clip = open_clip.CLIP(32, CLIPVisionCfg(layers=2, width=64, patch_size=8, image_size=32),
+                          CLIPTextCfg(context_length=8, vocab_size=50, width=64, heads=1, layers=1), quick_gelu=True)
+    state = {k: v.half() for k, v in clip.state_dict().items()}
+    with torch.no_grad():
+        state["visual.proj"] = torch.randn_like(state["visual.proj"]) * 0.5
+    return state
+
+
+def _write_release(folder, seed=0, clip_name="open_clip_model.safetensors"):
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _openai_state(seed)
+    save_file(state, str(folder / clip_name)) if clip_name.endswith(".safetensors") else torch.save(state, folder / clip_name)
+    g = torch.Generator().manual_seed(seed + 1)
+    fc = {"weight": torch.randn(1, 32, generator=g), "bias": torch.randn(1, generator=g)}
+    torch.save(fc, folder / "fc_weights.pth")
+    return state, fc
+
+
+def test_official_files_match_open_clip_reference(tmp_path):
+    state, fc = _write_release(tmp_path / "univfd", clip_name="ViT-L-14-state.pt")
+    model = create_model("univfd:tiny", weights=tmp_path / "univfd")
+    reference = build_model_from_openai_state_dict(dict(state), quick_gelu=True).float().eval()
+
+    images = [np.random.default_rng(s).integers(0, 256, hw + (3,), dtype=np.uint8)
+              for s, hw in enumerate([(50, 40), (20, 70)])]  # the second is padded vertically
+    ref_tf = transforms.Compose([transforms.CenterCrop(32), transforms.ToTensor(), transforms.Normalize(**CLIP_NORM)])
+    ref_in = torch.stack([ref_tf(Image.fromarray(im)) for im in images])
+    ours_in = torch.stack([model.preprocess(im) for im in images])
+    torch.testing.assert_close(ours_in, ref_in, atol=1e-6, rtol=0)
+    with torch.inference_mode():
+        expected = reference.encode_image(ref_in) @ fc["weight"].T + fc["bias"]
+        torch.testing.assert_close(model.logits(ours_in), expected, atol=1e-4, rtol=1e-4)
+    probs = np.stack([p.probs for p in model.predict(images)])
+    np.testing.assert_allclose(probs[:, 1], torch.sigmoid(expected[:, 0]).numpy(), atol=1e-5)
+    assert model.network.visual.conv1.weight.dtype == torch.float32
+
+
+def test_fc_file_with_clip_option_and_errors(tmp_path):
+    _write_release(tmp_path / "r")
+    clip = tmp_path / "r" / "open_clip_model.safetensors"
+    create_model("univfd:tiny", weights=tmp_path / "r" / "fc_weights.pth", clip_weights=clip)
+    with pytest.raises(UserError, match="needs the CLIP"):
+        create_model("univfd:tiny", weights=tmp_path / "r" / "fc_weights.pth")
+    torch.save({"weight": torch.zeros(1, 32), "bias": torch.zeros(1), "extra": torch.zeros(1)}, tmp_path / "fc.pth")
+    with pytest.raises(UserError, match="unexpected keys: extra"):
+        create_model("univfd:tiny", weights=tmp_path / "fc.pth", clip_weights=clip)
+    timm_like = tmp_path / "timm.safetensors"
+    save_file({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, str(timm_like))
+    with pytest.raises(UserError, match="timm/Hugging Face key names"):
+        create_model("univfd:tiny", clip_weights=timm_like)
+
+
+def test_torchscript_clip_needs_allow_pickle(tmp_path):
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    path = tmp_path / "ViT-L-14.pt"
+    torch.jit.save(torch.jit.script(Tower()), str(path))
+    with pytest.raises(UserError, match="TorchScript archive"):
+        create_model("univfd:tiny", clip_weights=path)
+    with pytest.raises(UserError, match="missing keys"):  # read with opt-in, then strict key check
+        create_model("univfd:tiny", clip_weights=path, allow_pickle=True)
+
+
+def test_backbone_frozen_and_fc_only_checkpoint(tmp_path):
+    _write_release(tmp_path / "r")
+    model = create_model("univfd:tiny", weights=tmp_path / "r")
+    assert [p.shape for p in model.trainable_parameters()] == [torch.Size([1, 32]), torch.Size([1])]
+    state = model.state_for_checkpoint()
+    assert sorted(state) == ["fc.bias", "fc.weight"]
+    save_checkpoint(tmp_path / "ck", state, model.checkpoint_config())
+    again = create_model("univfd:tiny", weights=tmp_path / "ck")  # finds the CLIP file recorded in config.json
+    image = np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    np.testing.assert_allclose(again.predict([image])[0].probs, model.predict([image])[0].probs, atol=1e-6)
+    assert create_model("univfd:tiny").state_for_checkpoint().keys() >= {"visual.proj", "fc.weight"}

@@ -1,0 +1,193 @@
+"""Pixel localization metrics against scikit-learn and hand-computed cases; SIDA legacy metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
+
+from bench.errors import UserError
+from bench.plugins import create_metric
+
+TAMPERED, REAL, SYNTH = 2, 0, 1
+
+
+def masks(n: int, seed: int, size: tuple[int, int] = (24, 32)) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Random rectangles and noisy probabilities correlated with them."""
+    rng = np.random.default_rng(seed)
+    gts, preds = [], []
+    for _ in range(n):
+        h, w = size
+        gt = np.zeros(size, dtype=bool)
+        t, l = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        gt[t : t + rng.integers(2, h // 2), l : l + rng.integers(2, w // 2)] = True
+        pred = np.clip(0.35 * gt + 0.65 * rng.random(size), 0, 1)
+        preds.append(pred.astype(np.float32))
+        gts.append(gt)
+    return gts, preds
+
+
+def test_per_image_fixed_threshold_matches_sklearn() -> None:
+    gts, preds = masks(6, 0)
+    m = create_metric("localization")
+    m.update(gts, preds, [TAMPERED] * 6)
+    r = m.compute()
+    f1 = [f1_score(g.ravel(), p.ravel() > 0.5) for g, p in zip(gts, preds)]
+    iou = [jaccard_score(g.ravel(), p.ravel() > 0.5) for g, p in zip(gts, preds)]
+    auc = [roc_auc_score(g.ravel(), p.ravel()) for g, p in zip(gts, preds)]
+    assert r["pixel_f1"] == pytest.approx(np.mean(f1))
+    assert r["pixel_iou"] == pytest.approx(np.mean(iou))
+    assert r["pixel_auc"] == pytest.approx(np.mean(auc), abs=2e-3)  # binned (1000 bins) vs exact
+    assert r["n_images"] == 6 and r["n_auc_excluded"] == 0
+
+
+def test_global_matches_sklearn_on_all_pixels() -> None:
+    gts, preds = masks(5, 1)
+    g = np.concatenate([x.ravel() for x in gts])
+    p = np.concatenate([x.ravel() for x in preds])
+    m = create_metric("localization", aggregation="global", bins=4096)
+    m.update(gts, preds, [TAMPERED] * 5)
+    r = m.compute()
+    assert r["pixel_f1"] == pytest.approx(f1_score(g, p > 0.5))
+    assert r["pixel_iou"] == pytest.approx(jaccard_score(g, p > 0.5))
+    assert r["pixel_auc"] == pytest.approx(roc_auc_score(g, p), abs=5e-4)
+
+
+def test_binned_auc_is_exact_when_scores_fall_in_distinct_bins_with_ties() -> None:
+    gt = np.array([[True, True, False, False, True, False]])
+    pred = np.array([[0.95, 0.55, 0.55, 0.15, 0.35, 0.95]])  # ties at 0.55 and 0.95
+    m = create_metric("localization", bins=10)
+    m.update([gt], [pred], [TAMPERED])
+    assert m.compute()["pixel_auc"] == pytest.approx(roc_auc_score(gt.ravel(), pred.ravel()))
+
+
+def test_best_threshold_is_the_brute_force_optimum_and_not_below_fixed() -> None:
+    gts, preds = masks(4, 2)
+    bins = 20
+    m = create_metric("localization", threshold="best", bins=bins)
+    m.update(gts, preds, [TAMPERED] * 4)
+    best = []
+    for g, p in zip(gts, preds):
+        idx = np.minimum((p * bins).astype(int), bins - 1)
+        best.append(max(f1_score(g.ravel(), (idx >= k).ravel(), zero_division=1.0) for k in range(bins + 1)))
+    r = m.compute()
+    assert r["pixel_f1"] == pytest.approx(np.mean(best))
+    fixed = create_metric("localization", bins=bins)
+    fixed.update(gts, preds, [TAMPERED] * 4)
+    assert r["pixel_f1"] >= fixed.compute()["pixel_f1"]
+    assert "optimistic" in m.convention()["threshold"]
+
+
+def test_empty_and_all_positive_masks() -> None:
+    empty = np.zeros((4, 4), dtype=bool)
+    full = np.ones((4, 4), dtype=bool)
+    quiet = np.full((4, 4), 0.1)
+    loud = np.full((4, 4), 0.9)
+    m = create_metric("localization", images="tampered_and_real")
+    # real with a clean prediction (1), real with a false alarm (0), real without a mask (1),
+    # tampered with an all-positive mask found by half the pixels (F1 = 2/3, IoU = 1/2)
+    half = np.where(np.arange(16).reshape(4, 4) < 8, 0.9, 0.1)
+    m.update([empty, empty, None, full], [quiet, loud, quiet, half], [REAL, REAL, REAL, TAMPERED])
+    r = m.compute()
+    assert r["pixel_f1"] == pytest.approx((1 + 0 + 1 + 2 / 3) / 4)
+    assert r["pixel_iou"] == pytest.approx((1 + 0 + 1 + 1 / 2) / 4)
+    assert math.isnan(r["pixel_auc"]) and r["n_auc_excluded"] == 4  # single-class images
+    glob = create_metric("localization", aggregation="global", images="tampered_and_real")
+    glob.update([empty, full], [loud, half], [REAL, TAMPERED])
+    tp, fp, fn = 8, 16, 8
+    assert glob.compute()["pixel_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert glob.compute()["pixel_auc"] == pytest.approx(roc_auc_score(np.r_[empty.ravel(), full.ravel()],
+                                                                     np.r_[loud.ravel(), half.ravel()]))
+
+
+def test_image_selection_policy() -> None:
+    gts, preds = masks(3, 3)
+    labels = [TAMPERED, REAL, SYNTH]
+    only = create_metric("localization")
+    only.update(gts, preds, labels)
+    both = create_metric("localization", images="tampered_and_real")
+    both.update(gts, preds, labels)
+    assert (only.compute()["n_images"], only.compute()["n_skipped"]) == (1, 2)
+    assert (both.compute()["n_images"], both.compute()["n_skipped"]) == (2, 1)
+    assert only.compute()["pixel_f1"] == pytest.approx(f1_score(gts[0].ravel(), preds[0].ravel() > 0.5))
+
+
+def test_polarity() -> None:
+    gts, preds = masks(4, 4)
+    flipped = [1 - p for p in preds]
+    r = {}
+    for pol in ("origin", "reverse", "double"):
+        m = create_metric("localization", polarity=pol)
+        m.update(gts, flipped, [TAMPERED] * 4)
+        r[pol] = m.compute()
+    direct = create_metric("localization")
+    direct.update(gts, preds, [TAMPERED] * 4)
+    # reverse of the flipped prediction: scored as 1 - (1 - p) = p, threshold rule aside
+    assert r["reverse"]["pixel_iou"] == pytest.approx(direct.compute()["pixel_iou"], abs=1e-6)
+    assert r["reverse"]["pixel_auc"] == pytest.approx(direct.compute()["pixel_auc"], abs=2e-3)
+    assert r["double"]["pixel_f1"] >= max(r["origin"]["pixel_f1"], r["reverse"]["pixel_f1"]) - 1e-12
+    with pytest.raises(UserError, match="per image"):
+        create_metric("localization", polarity="double", aggregation="global")
+
+
+@pytest.mark.parametrize("aggregation", ["per_image", "global"])
+@pytest.mark.parametrize("threshold", [0.5, "best"])
+def test_streaming_and_merge_equal_one_pass(aggregation: str, threshold: float | str) -> None:
+    gts, preds = masks(7, 5)
+    labels = [TAMPERED, REAL, TAMPERED, TAMPERED, SYNTH, TAMPERED, REAL]
+    kw = {"aggregation": aggregation, "threshold": threshold, "images": "tampered_and_real", "bins": 64}
+    whole = create_metric("localization", **kw)
+    whole.update(gts, preds, labels)
+    a, b = create_metric("localization", **kw), create_metric("localization", **kw)
+    a.update(gts[:2], preds[:2], labels[:2])
+    a.update(gts[2:4], preds[2:4], labels[2:4])
+    b.update(gts[4:], preds[4:], labels[4:])
+    a.merge(b)
+    assert a.compute() == pytest.approx(whole.compute(), nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "gt", "pred", "match"),
+    [
+        ({}, np.zeros((3, 3), bool), np.zeros((3, 4)), "shape"),
+        ({}, np.zeros((3, 3), bool), None, "no predicted mask"),
+        ({}, None, np.zeros((3, 3)), "no ground-truth"),
+        ({}, np.zeros((3, 3), bool), np.full((3, 3), 2.0), r"\[0, 1\]"),
+        ({"aggregation": "pixel"}, None, None, "aggregation"),
+        ({"threshold": "oracle"}, None, None, "threshold"),
+    ],
+)
+def test_localization_errors(kwargs: dict, gt: np.ndarray | None, pred: np.ndarray | None, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        create_metric("localization", **kwargs).update([gt], [pred], [TAMPERED])
+
+
+def test_sida_legacy_by_hand() -> None:
+    """Official formulas (test.py): cIoU global, gIoU mean with empty union = 1, F1 and AUC as printed."""
+    gt1 = np.zeros((4, 4), bool)
+    gt1[:2] = True  # 8 px
+    p1 = np.zeros((4, 4))
+    p1[1:3] = 0.8  # 8 px, 4 overlap -> I=4, U=12
+    gt2 = np.zeros((4, 4), bool)
+    p2 = np.full((4, 4), 0.5)  # not > 0.5: empty prediction on an empty mask -> U=0 -> gIoU 1
+    labels = np.array([2, 2, 0, 1, 0])
+    probs = np.array([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2], [0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3]])
+    m = create_metric("sida_legacy")
+    m.update(labels, probs, [gt1, gt2, None, None, None], [p1, p2, None, None, None])
+    r = m.compute()
+    acc = 2 / 5  # correct: #0 (tampered), #2 (real)
+    ciou = 4 / (12 + 1e-10)
+    giou = (4 / (12 + 1e-5) + 1.0) / 2
+    assert r["legacy_accuracy"] == pytest.approx(acc)
+    assert r["legacy_ciou"] == pytest.approx(ciou) == r["legacy_pixel_accuracy"]
+    assert r["legacy_giou"] == pytest.approx(giou)
+    assert r["legacy_f1"] == pytest.approx(2 * ciou * acc / (ciou + acc + 1e-10))
+    # confusion: true 0 -> {0, 1}, true 1 -> {2}, true 2 -> {2, 0}
+    precision = [1 / 2, 0 / 1, 1 / 2]
+    recall = [1 / 2, 0 / 1, 1 / 2]
+    assert r["legacy_auc_approx"] == pytest.approx(np.mean(precision) * np.mean(recall))
+    assert r["n_tampered"] == 2
+    with pytest.raises(UserError, match="tampered image 0"):
+        create_metric("sida_legacy").update(np.array([2]), probs[:1], [None], [None])

@@ -1,0 +1,52 @@
+"""SIDA legacy metrics through the runner: checked against a hand computation from the store."""
+
+from pathlib import Path
+
+import numpy as np
+
+import tests.runner_fixtures as fx
+from bench.runner import run_protocol
+from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask
+
+LEGACY_PROTOCOL = """\
+version: 1
+name: runner_fake_legacy
+label_space: ternary
+seed: 0
+datasets:
+  - {name: runner_fake, split: test, options: {n: 12}}
+perturbations:
+  - {name: none, label: Clean}
+metrics:
+  - name: sida_legacy
+bootstrap: {n: 0}
+tables: []
+"""
+
+
+def test_sida_legacy_scored_from_store(tmp_path: Path) -> None:
+    proto = fx.write_protocol(tmp_path, LEGACY_PROTOCOL, "legacy.yaml")
+    results = run_protocol(proto, "runner_test", tmp_path / "run", tables=False)
+    values = {k: v.value for k, v in results.entries[0].metrics["sida_legacy"].values.items()}
+
+    rows = PredictionStore(tmp_path / "run" / "predictions").read().to_pylist()
+    labels = np.array([r["label"] for r in rows])
+    preds = np.array([int(np.argmax(r["probs"])) for r in rows])
+    inter = union = 0
+    per_image = []
+    for r in rows:
+        if r["label"] != 2:
+            continue
+        gt = decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"])
+        pm = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) > 0.5
+        i, u = np.count_nonzero(gt & pm), np.count_nonzero(gt | pm)
+        inter, union = inter + i, union + u
+        per_image.append(i / (u + 1e-5) + (u == 0))
+    acc = float((labels == preds).mean())
+    ciou = inter / union
+    assert values["n_tampered"] == 4
+    np.testing.assert_allclose(values["legacy_accuracy"], acc)
+    np.testing.assert_allclose(values["legacy_ciou"], ciou, rtol=1e-6)
+    np.testing.assert_allclose(values["legacy_giou"], np.mean(per_image), rtol=1e-6)
+    np.testing.assert_allclose(values["legacy_f1"], 2 * ciou * acc / (ciou + acc), rtol=1e-6)
+    assert values["n_tampered_without_pred_mask"] == 0

@@ -49,6 +49,7 @@ class CNNSpotConfig:
     """layers: Bottleneck blocks per stage ((3, 4, 6, 3) = ResNet-50); crop: centre crop side or None."""
 
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    width: int = 64
     crop: int | None = 224
     train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
         optimizer="adam", lr=1e-4, batch_size=64, epochs=100, schedule="plateau", patience=5,
@@ -80,7 +81,7 @@ class CNNSpot(SingleLogitDetector):
     def make_network(self, config: CNNSpotConfig, num_outputs: int) -> torch.nn.Module:
         if "crop" in self.options:
             self.config = replace(config, crop=self.options["crop"])
-        return bottleneck_resnet(config.layers, num_outputs)
+        return bottleneck_resnet(config.layers, num_outputs, config.width)
 
     @property
     def input_policy(self) -> InputPolicy:

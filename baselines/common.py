@@ -220,12 +220,65 @@ class SingleLogitDetector(Detector):
         return fit_detector(self, train, val, options, self.config.train)
 
 
-def bottleneck_resnet(layers: tuple[int, int, int, int], num_outputs: int) -> torch.nn.Module:
-    """torchvision's ResNet with Bottleneck blocks; ``(3, 4, 6, 3)`` is exactly ResNet-50
-    (``torchvision.models.resnet50(weights=None)``) with ``fc = Linear(2048, num_outputs)``."""
-    from torchvision.models.resnet import Bottleneck, ResNet
+def bottleneck_stage(inplanes: int, planes: int, blocks: int, stride: int) -> torch.nn.Sequential:
+    """torchvision's ``ResNet._make_layer`` for Bottleneck blocks (same key names): ``blocks`` blocks
+    of output width ``4 * planes``, the first one with stride ``stride`` and a 1×1 projection."""
+    from torch import nn
+    from torchvision.models.resnet import Bottleneck
 
-    return ResNet(Bottleneck, list(layers), num_classes=num_outputs)
+    width = planes * Bottleneck.expansion
+    downsample = None
+    if stride != 1 or inplanes != width:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, width, kernel_size=1, stride=stride, bias=False),
+                                   nn.BatchNorm2d(width))
+    return nn.Sequential(Bottleneck(inplanes, planes, stride, downsample),
+                         *[Bottleneck(width, planes) for _ in range(1, blocks)])
+
+
+def init_resnet_(network: torch.nn.Module) -> None:
+    """torchvision's ResNet initialisation: Kaiming-normal (fan_out) convolutions, BN weight 1 / bias 0."""
+    from torch import nn
+
+    for m in network.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class BottleneckResNet(torch.nn.Module):
+    """torchvision's Bottleneck ResNet (same layout and key names: ``conv1`` 7×7/2, ``bn1``, max-pool,
+    ``layer1..4``, ``fc``) with a base width ``width``: 64 and ``layers=(3, 4, 6, 3)`` is exactly
+    ResNet-50 (``torchvision.models.resnet50(weights=None)``) with ``fc = Linear(2048, num_outputs)``;
+    a smaller width only narrows every stage (the ``tiny`` configurations)."""
+
+    def __init__(self, layers: tuple[int, int, int, int], num_outputs: int, width: int = 64) -> None:
+        from torch import nn
+
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = width
+        for i, blocks in enumerate(layers):
+            planes = width * 2**i
+            setattr(self, f"layer{i + 1}", bottleneck_stage(inplanes, planes, blocks, 1 if i == 0 else 2))
+            inplanes = planes * 4
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(inplanes, num_outputs)
+        init_resnet_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def bottleneck_resnet(layers: tuple[int, int, int, int], num_outputs: int, width: int = 64) -> torch.nn.Module:
+    """A :class:`BottleneckResNet`; ``(3, 4, 6, 3)`` with width 64 is exactly ResNet-50."""
+    return BottleneckResNet(layers, num_outputs, width)
 
 
 def reinit_head_from_imagenet(state: Mapping[str, torch.Tensor], network: torch.nn.Module,

@@ -51,6 +51,7 @@ class FreDectConfig:
     """layers: ResNet Bottleneck blocks; load_size: shorter-side resize; crop: centre crop (= stats size)."""
 
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    width: int = 64
     load_size: int = 256
     crop: int = 224
     train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
@@ -88,7 +89,7 @@ class FreDect(SingleLogitDetector):
         if all(k in self.options for k in STAT_FILES):
             mean_path, var_path = self._stat_paths(Path("."))
             self.set_statistics(self._load_stat(mean_path), self._load_stat(var_path), mean_path.parent)
-        return bottleneck_resnet(config.layers, num_outputs)
+        return bottleneck_resnet(config.layers, num_outputs, config.width)
 
     @property
     def input_policy(self) -> InputPolicy:

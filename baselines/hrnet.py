@@ -50,6 +50,7 @@ class HRNetConfig:
     stage2: StageSpec
     stage3: StageSpec
     stage4: StageSpec
+    init_std: float | None = 0.001  # conv init N(0, std²) (official); None keeps PyTorch's default init
 
     @property
     def out_channels(self) -> tuple[int, ...]:
@@ -217,13 +218,14 @@ class HRNet(nn.Module):
             modules = [HighResolutionModule(spec.num_channels, spec.num_blocks) for _ in range(spec.num_modules)]
             setattr(self, f"stage{k + 1}", nn.Sequential(*modules))
             prev = spec.num_channels
-        self.init_weights()
+        if config.init_std is not None:
+            self.init_weights(config.init_std)
 
-    def init_weights(self) -> None:
-        """Official ``init_weights`` without a file: conv weights ~ N(0, 0.001²), BatchNorm 1 / 0."""
+    def init_weights(self, std: float = 0.001) -> None:
+        """Official ``init_weights`` without a file: conv weights ~ N(0, std²) (0.001), BatchNorm 1 / 0."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
+                nn.init.normal_(m.weight, std=std)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -29,7 +29,16 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from baselines.common import IMAGENET_MEAN, IMAGENET_STD, SingleLogitDetector, crop_to_even, resize, to_tensor
+from baselines.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SingleLogitDetector,
+    bottleneck_stage,
+    crop_to_even,
+    init_resnet_,
+    resize,
+    to_tensor,
+)
 from baselines.training import TrainRecipe
 from bench.checkpoint import load_raw, load_strict, strip_prefix, tensors_only
 from bench.model import InputPolicy
@@ -42,37 +51,21 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 
 
 class NPRNet(nn.Module):
-    """The truncated ResNet of NPR; returns (B, num_outputs) logits. Key names follow the official file."""
+    """The truncated ResNet of NPR; returns (B, num_outputs) logits. Key names follow the official file.
 
-    def __init__(self, layers: tuple[int, int] = (3, 4), num_outputs: int = 1) -> None:
+    ``width`` is the stem width (64 = official; the ``tiny`` configuration narrows every layer)."""
+
+    def __init__(self, layers: tuple[int, int] = (3, 4), num_outputs: int = 1, width: int = 64) -> None:
         super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, layers[0], stride=1)
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer1 = bottleneck_stage(width, width, layers[0], stride=1)
+        self.layer2 = bottleneck_stage(width * Bottleneck.expansion, 2 * width, layers[1], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc1 = nn.Linear(128 * Bottleneck.expansion, num_outputs)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        width = planes * Bottleneck.expansion
-        downsample = None
-        if stride != 1 or self.inplanes != width:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, width, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(width)
-            )
-        modules = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = width
-        modules += [Bottleneck(width, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*modules)
+        self.fc1 = nn.Linear(2 * width * Bottleneck.expansion, num_outputs)
+        init_resnet_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(npr_residual(x) * (2.0 / 3.0))
@@ -83,9 +76,10 @@ class NPRNet(nn.Module):
 
 @dataclass(frozen=True)
 class NPRConfig:
-    """layers: Bottleneck blocks of layer1/layer2; resize: square side or None (no resize)."""
+    """layers: Bottleneck blocks of layer1/layer2; width: stem width (64 official); resize: square side or None."""
 
     layers: tuple[int, int] = (3, 4)
+    width: int = 64
     resize: int | None = 256
     train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
         optimizer="adam", lr=2e-4, batch_size=32, epochs=50, schedule="step", step_epochs=10, lr_factor=0.9,
@@ -117,7 +111,7 @@ class NPR(SingleLogitDetector):
     def make_network(self, config: NPRConfig, num_outputs: int) -> nn.Module:
         if "resize" in self.options:
             self.config = replace(config, resize=self.options["resize"])
-        return NPRNet(config.layers, num_outputs)
+        return NPRNet(config.layers, num_outputs, config.width)
 
     @property
     def input_policy(self) -> InputPolicy:

@@ -23,9 +23,11 @@ from baselines.hrnet import BN_MOMENTUM, Bottleneck, conv_bn
 
 
 def resize_features(feats: Sequence[torch.Tensor], crop_size: int) -> list[torch.Tensor]:
-    """Resize the 4 feature maps to ``crop_size / 2**k`` (bilinear, align_corners=True)."""
+    """Resize the 4 feature maps to ``crop_size / 2**k`` (bilinear, align_corners=True); a map
+    already at that size is passed through (the same-size align_corners=True resize is the identity)."""
     return [
-        F.interpolate(f, size=(crop_size >> k, crop_size >> k), mode="bilinear", align_corners=True)
+        f if f.shape[-2:] == (crop_size >> k, crop_size >> k)
+        else F.interpolate(f, size=(crop_size >> k, crop_size >> k), mode="bilinear", align_corners=True)
         for k, f in enumerate(feats)
     ]
 

@@ -77,12 +77,16 @@ class PSCCConfig:
             raise ValueError(f"crop_size must be a multiple of 8, got {self.crop_size}")
 
 
+#: ``tiny``: same structure, one block per branch, widths 4/8/16/32, a basic (not bottleneck)
+#: stage-1 block so the full-resolution stage stays 8 channels wide, and PyTorch's default conv
+#: init (the official N(0, 0.001²) learns far slower in a short run; docs/pscc_net.md)
 TINY_BACKBONE = HRNetConfig(
     stem_width=8,
-    stage1=StageSpec(1, (1,), (8,), "bottleneck"),
+    stage1=StageSpec(1, (1,), (8,), "basic"),
     stage2=StageSpec(1, (1, 1), (4, 8)),
     stage3=StageSpec(1, (1, 1, 1), (4, 8, 16)),
     stage4=StageSpec(1, (1, 1, 1, 1), (4, 8, 16, 32)),
+    init_std=None,
 )
 
 
@@ -241,12 +245,15 @@ class PSCCNet(Detector):
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
         """probs (B, K) = softmax(logits) (index 1 = forged); mask (B, H, W) = mask1 resized to the input."""
         masks, logits = self.net(batch)
-        mask = F.interpolate(masks[0], size=batch.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
+        mask = masks[0]
+        if mask.shape[-2:] != batch.shape[-2:]:  # same size: the align_corners=True resize is the identity
+            mask = F.interpolate(mask, size=batch.shape[-2:], mode="bilinear", align_corners=True)
+        mask = mask[:, 0]
         return DetectorOutput(probs=torch.softmax(logits.float(), dim=1), mask=mask)
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
-        """The official recipe (:mod:`baselines.pscc_training`), selection on ``val``."""
-        from baselines.pscc_training import train_pscc
+        """The configuration's recipe (:data:`RECIPES`; official by default), selection on ``val``."""
+        from baselines.pscc_training import RECIPES, PSCCRecipe, train_pscc
 
-        return train_pscc(self, train, val, options)
+        return train_pscc(self, train, val, options, RECIPES.get(self.config_name, PSCCRecipe()))

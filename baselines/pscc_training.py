@@ -64,6 +64,20 @@ class PSCCRecipe:
     class_ratios: tuple[float, ...] | None = None  # None: uniform over the dataset's label space
     patience: int | None = None
     shuffle_buffer: int = 1000
+    max_steps: int | None = None  # None officially; ``--max-steps`` overrides
+    random_crop: bool = False  # official False: resize to crop_size²; True: a seeded crop_size² window
+    bn_momentum: float | None = None  # None: the network's own (official 0.01)
+    val_batch_size: int = 32  # validation images predicted together (same size only)
+
+
+#: recipe per configuration name; configurations not listed train with the official ``PSCCRecipe()``.
+#: ``tiny`` (sid-mini-sized, ~1 CPU-minute): 2 epochs capped at 150 steps of 16 random 64² windows
+#: (no resampling, so the pixel-level traces survive), 10x the official learning rate, and BatchNorm
+#: momentum 0.1 so the running statistics settle within so few steps.
+RECIPES: dict[str, PSCCRecipe] = {
+    "tiny": PSCCRecipe(epochs=2, lr_strategy=(2e-3, 1e-3), batch_size=16, max_steps=150, random_crop=True,
+                       bn_momentum=0.1),
+}
 
 
 @dataclass
@@ -104,11 +118,16 @@ def mask_pyramid(mask: np.ndarray) -> list[torch.Tensor]:
 
 
 def training_item(
-    image: np.ndarray, mask: np.ndarray | None, size: int, aug_index: int
+    image: np.ndarray, mask: np.ndarray | None, size: int, aug_index: int,
+    corner: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """RGB uint8 image + bool mask (None = nothing forged) → (image (3, S, S) float RGB/255,
-    [mask (S, S), (S/2)², (S/4)², (S/8)²] float 0/1)."""
+    [mask (S, S), (S/2)², (S/4)², (S/8)²] float 0/1). ``corner`` = (top, left): take the S×S
+    window there instead of resizing (the image must be at least S×S)."""
     mask = np.zeros(image.shape[:2], np.uint8) if mask is None else mask.astype(np.uint8) * 255
+    if corner is not None:
+        top, left = corner
+        image, mask = image[top:top + size, left:left + size], mask[top:top + size, left:left + size]
     image = _bicubic(image, size)
     mask = _bicubic(mask, size)
     image, mask = dihedral(image, aug_index), dihedral(mask, aug_index)
@@ -160,20 +179,30 @@ def pscc_loss(
 
 
 # ---------------------------------------------------------------------- validation
-def validate(model: PSCCNet, val: Any) -> dict[str, float]:
-    """Official score on ``val``: (pixel accuracy of mask > 0.5 + detection accuracy) / 2."""
+def _chunks(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
+    chunk: list[Sample] = []
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def validate(model: PSCCNet, val: Any, batch_size: int = 32) -> dict[str, float]:
+    """Official score on ``val``: (pixel accuracy of mask > 0.5 + detection accuracy) / 2.
+    Images are predicted ``batch_size`` at a time (the model batches equal sizes together)."""
     model.eval()
     pix_ok = pix_total = cls_ok = cls_total = 0
-    for sample in val.iter_samples():
-        if sample.image is None:
-            continue
-        pred = model.predict([sample.image])[0]
-        gt = np.zeros(sample.image.shape[:2], bool) if sample.mask is None else sample.mask
-        assert pred.mask is not None
-        pix_ok += int(((pred.mask > 0.5) == gt).sum())
-        pix_total += gt.size
-        cls_ok += int(pred.predicted_class == detection_target(sample.label, model.num_classes))
-        cls_total += 1
+    for chunk in _chunks((s for s in val.iter_samples() if s.image is not None), batch_size):
+        for sample, pred in zip(chunk, model.predict([s.image for s in chunk])):
+            gt = np.zeros(sample.image.shape[:2], bool) if sample.mask is None else sample.mask
+            assert pred.mask is not None
+            pix_ok += int(((pred.mask > 0.5) == gt).sum())
+            pix_total += gt.size
+            cls_ok += int(pred.predicted_class == detection_target(sample.label, model.num_classes))
+            cls_total += 1
     if cls_total == 0:
         raise UserError("The validation split has no decodable images")
     pix_acc, cls_acc = pix_ok / pix_total, cls_ok / cls_total
@@ -217,8 +246,13 @@ def batches(model: PSCCNet, train: Any, seed: int, epoch: int, recipe: PSCCRecip
         if sample.image is None:
             skipped += 1
             continue
-        aug = int(sample_rng(seed, sample.id, f"pscc_train/{epoch}").integers(8))
-        image, masks = training_item(sample.image, sample.mask, size, aug)
+        rng = sample_rng(seed, sample.id, f"pscc_train/{epoch}")
+        aug = int(rng.integers(8))
+        h, w = sample.image.shape[:2]
+        corner = None
+        if recipe.random_crop and min(h, w) >= size:
+            corner = (int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1)))
+        image, masks = training_item(sample.image, sample.mask, size, aug, corner)
         items.append((image, masks, detection_target(sample.label, model.num_classes)))
         if len(items) == batch_size:
             yield (*_collate(items), skipped)
@@ -243,11 +277,16 @@ def train_pscc(model: PSCCNet, train: Any, val: Any, options: TrainOptions,
     out: Path = options.out_dir
     last, best = out / "last", out / "best"
     epochs = options.epochs if options.epochs is not None else recipe.epochs
+    max_steps = options.max_steps if options.max_steps is not None else recipe.max_steps
     batch_size = options.batch_size or recipe.batch_size
     torch.manual_seed(options.seed)
     if model.weights_path is None:
         model.reinitialise(options.seed)
     net = model.net
+    if recipe.bn_momentum is not None:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = recipe.bn_momentum
     optimizer = torch.optim.Adam(net.parameters(), lr=lr_at(recipe, 0, epochs, options.lr))
     ce_weight = class_weights(recipe, train, model.num_classes).to(model.device)
     state = TrainState()
@@ -263,9 +302,10 @@ def train_pscc(model: PSCCNet, train: Any, val: Any, options: TrainOptions,
     stopped = ""
     with make_progress() as progress:
         per_epoch = math.ceil(len(train) / batch_size)
-        task = progress.add_task("train", total=epochs * per_epoch, completed=state.step)
+        total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
+        task = progress.add_task("train", total=total, completed=state.step)
         while state.epoch < epochs and not stopped:
-            if options.max_steps is not None and state.step >= options.max_steps:
+            if max_steps is not None and state.step >= max_steps:
                 stopped = "max_steps"
                 break
             lr = lr_at(recipe, state.epoch, epochs, options.lr)
@@ -284,10 +324,10 @@ def train_pscc(model: PSCCNet, train: Any, val: Any, options: TrainOptions,
                 losses.append(loss)
                 description = f"pscc_net epoch {state.epoch + 1}/{epochs} loss {loss:.4f}"
                 progress.update(task, advance=1, description=description)
-                if options.max_steps is not None and state.step >= options.max_steps:
+                if max_steps is not None and state.step >= max_steps:
                     stopped = "max_steps"
                     break
-            metrics = validate(model, val)
+            metrics = validate(model, val, recipe.val_batch_size)
             metrics.update(epoch=float(state.epoch), step=float(state.step), lr=lr,
                            train_loss=float(np.mean(losses)) if losses else float("nan"))
             state.history.append(metrics)

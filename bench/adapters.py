@@ -20,13 +20,22 @@ from bench.types import LabelSpace, Prediction
 
 @dataclass(frozen=True)
 class TernaryToBinary:
-    """Map ternary probabilities [real, synthetic, tampered] to binary [real, fake]."""
+    """Map ternary probabilities [real, synthetic, tampered] to binary [real, fake].
+
+    The sum is clipped to [0, 1]: float32 softmax outputs can exceed 1 by ~1e-7 when added.
+    """
 
     def __call__(self, pred: Prediction) -> Prediction:
         p = np.asarray(pred.probs, dtype=np.float64)
         if p.shape != (3,):
             raise ValueError(f"TernaryToBinary expects 3 probabilities, got shape {p.shape}")
-        return replace(pred, probs=np.array([p[0], p[1] + p[2]]))
+        return replace(pred, probs=self.apply(p[None])[0])
+
+    @staticmethod
+    def apply(probs: np.ndarray) -> np.ndarray:
+        """(N, 3) ternary → (N, 2) binary probabilities."""
+        p = np.asarray(probs, dtype=np.float64)
+        return np.clip(np.stack([p[:, 0], p[:, 1] + p[:, 2]], axis=1), 0.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -74,21 +74,25 @@ def robustness_curves(
     return _save(fig, path)
 
 
-def confusion_matrix_plot(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> Path:
-    """A confusion matrix (rows = true class, columns = predicted class), counts and row %."""
+def confusion_matrix_plot(cm: np.ndarray, true_names: Sequence[str], pred_names: Sequence[str], path: Path,
+                          title: str) -> Path:
+    """A confusion matrix (rows = true class, columns = predicted class), counts and row %.
+
+    Rows and columns may differ (a binary model scored on ternary data: 3 × 2).
+    """
     cm = np.asarray(cm, dtype=np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * cm.shape[1], 1.2 + 1.2 * cm.shape[0]))
+    fig, ax = plt.subplots(figsize=(3.2 + 1.3 * cm.shape[1], 1.4 + 1.2 * cm.shape[0]))
     im = ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(j, i, f"{int(cm[i, j])}\n{100 * frac[i, j]:.0f}%", ha="center", va="center",
                     color="white" if frac[i, j] > 0.5 else "black", fontsize=9)
     ax.set_xticks(range(cm.shape[1]))
-    ax.set_xticklabels(class_names[: cm.shape[1]], rotation=20)
+    ax.set_xticklabels(list(pred_names), rotation=20)
     ax.set_yticks(range(cm.shape[0]))
-    ax.set_yticklabels(class_names[: cm.shape[0]])
+    ax.set_yticklabels(list(true_names))
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     ax.set_title(title)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from bench.adapters import TernaryToBinary
 from bench.metrics.base import Metric
 from bench.protocol import MetricSpec, Protocol
 from bench.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
@@ -134,7 +135,7 @@ def _score_detection(spec: MetricSpec, rows: pa.Table, probs_space: str, protoco
     labels = np.asarray(rows.column("label").to_pylist(), dtype=np.int64)
     probs = np.asarray(rows.column("probs").to_pylist(), dtype=np.float64).reshape(len(labels), -1)
     if probs_space == LabelSpace.TERNARY.value and protocol.label_space == LabelSpace.BINARY:
-        probs = np.c_[probs[:, 0], probs[:, 1] + probs[:, 2]] if len(probs) else np.zeros((0, 2))  # TernaryToBinary
+        probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
     metric.update(labels, probs, groups=rows.column("group").to_pylist(), sample_ids=rows.column("sample_id").to_pylist())
     return _result(metric, protocol)
 

@@ -147,8 +147,9 @@ def build_table(kind: str, runs: Sequence[tuple[str, ResultsFile]]) -> Table:
             table.rows.append((label, [get(entry) for _, _, get in layout.columns]))
             if entry.n_errors:
                 table.notes.append(f"{label}: {entry.n_errors} of {entry.n} samples failed (excluded from metrics).")
-            if entry.adapter != "none":
-                table.notes.append(f"{label}: scored with {entry.adapter}.")
+            note = f"{results.model_label}: scored with {entry.adapter}."
+            if entry.adapter != "none" and note not in table.notes:
+                table.notes.append(note)
     return table
 
 

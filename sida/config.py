@@ -16,7 +16,9 @@ Ablation switches (paper Table 6 and the paper-vs-code difference of §1 of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from sida.losses import PRESET_NAMES
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -87,24 +89,6 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
-class LossWeights:
-    """Loss weights. ``official``: train_SIDA.py defaults (all 1.0); ``paper``: §5 (bce 2.0, dice 0.5)."""
-
-    name: str = "official"
-    det: float = 1.0
-    mask: float = 1.0
-    bce: float = 1.0
-    dice: float = 1.0
-    ce: float = 1.0
-
-
-LOSS_PRESETS: dict[str, LossWeights] = {
-    "official": LossWeights(),
-    "paper": LossWeights(name="paper", det=1.0, mask=1.0, bce=2.0, dice=0.5, ce=1.0),
-}
-
-
-@dataclass(frozen=True)
 class SidaConfig:
     """A complete SIDA configuration.
 
@@ -112,7 +96,8 @@ class SidaConfig:
         clip, llm, sam, lora: component sizes.
         attention: ``"official"`` | ``"fc"`` | ``"none"`` (see module docstring).
         fc_input: ``"logits"`` | ``"hidden"``.
-        loss_weights: the preset used for training (named in saved configs).
+        loss_preset: name of the training loss preset (:data:`sida.losses.LOSS_PRESETS`; the
+            training option ``loss_preset`` overrides it).
         num_classes: 3 (0 real, 1 full synthetic, 2 tampered).
         description: whether this is a description checkpoint (keeps generated text).
         max_new_tokens: generation budget for explanations.
@@ -125,7 +110,7 @@ class SidaConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     attention: str = "official"
     fc_input: str = "logits"
-    loss_weights: LossWeights = field(default_factory=LossWeights)
+    loss_preset: str = "official"
     num_classes: int = 3
     description: bool = False
     max_new_tokens: int = 128
@@ -136,6 +121,8 @@ class SidaConfig:
             raise ValueError(f"attention must be 'official', 'fc' or 'none', got {self.attention!r}")
         if self.fc_input not in ("logits", "hidden"):
             raise ValueError(f"fc_input must be 'logits' or 'hidden', got {self.fc_input!r}")
+        if self.loss_preset not in PRESET_NAMES:
+            raise ValueError(f"Unknown loss preset {self.loss_preset!r}; available: {', '.join(PRESET_NAMES)}")
         if self.clip.num_patches != 256:
             raise ValueError(f"the [CLS]/[SEG] offset rule assumes 256 image tokens, got {self.clip.num_patches}")
 
@@ -143,10 +130,6 @@ class SidaConfig:
     def out_dim(self) -> int:
         return self.sam.prompt_dim
 
-    def with_loss_preset(self, name: str) -> "SidaConfig":
-        if name not in LOSS_PRESETS:
-            raise ValueError(f"Unknown loss preset {name!r}; available: {', '.join(LOSS_PRESETS)}")
-        return replace(self, loss_weights=LOSS_PRESETS[name])
 
 
 DEFAULT = SidaConfig()

@@ -39,7 +39,8 @@ from bench.types import TAMPERED, LabelSpace, Prediction
 from sida import prompts
 from sida.batch import SidaBatch
 from sida.checkpoint_map import assign_strict, estimate_memory, load_official, resolve_dtype
-from sida.config import CLIP_MEAN, CLIP_STD, CONFIGS, LOSS_PRESETS, SidaConfig
+from sida.config import CLIP_MEAN, CLIP_STD, CONFIGS, SidaConfig
+from sida.losses import PRESET_NAMES
 from sida.model import SidaModel
 from sida.preprocess import SidaInput, preprocess_image
 from sida.tokenizer import build_tiny_tokenizer, load_tokenizer, special_token_ids
@@ -97,15 +98,14 @@ class SidaDetector(Detector):
         self.dtype = resolve_dtype(self.dtype_name)
         self.vision_tower = Path(options["vision_tower"]).expanduser() if options.get("vision_tower") else None
         self.sam_checkpoint = Path(options["sam_checkpoint"]).expanduser() if options.get("sam_checkpoint") else None
-        switches = {k: options[k] for k in ("attention", "fc_input") if k in options}
+        switches = {k: options[k] for k in ("attention", "fc_input", "loss_preset") if k in options}
+        if "loss_preset" in switches:
+            _choice(switches["loss_preset"], "loss_preset", PRESET_NAMES)
         if switches:
             try:
                 self.config = config = replace(config, **switches)
             except ValueError as exc:
                 raise UserError(f"sida: {exc}") from exc
-        if "loss_preset" in options:
-            preset = _choice(options["loss_preset"], "loss_preset", tuple(LOSS_PRESETS))
-            self.config = config = config.with_loss_preset(preset)
         self.net: SidaModel | None = None
         self.tokenizer: Any = None
 

@@ -83,6 +83,8 @@ LOSS_PRESETS: dict[tuple[int, str], LossWeights] = {
     (2, "official"): LossWeights("official", cls=0.5, mask=0.5, ce=1.0),
     (2, "paper"): LossWeights("paper", bce=2.0, dice=0.5, ce=1.0),
 }
+"""The single source of truth for loss weights (configurations and training name a preset)."""
+PRESET_NAMES: tuple[str, ...] = tuple(dict.fromkeys(name for _, name in LOSS_PRESETS))
 
 
 def loss_preset(name: str, stage: int) -> LossWeights:

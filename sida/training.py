@@ -71,7 +71,7 @@ class SidaRecipe:
     beta2: float = 0.95
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    loss_preset: str = "official"
+    loss_preset: str | None = None  # None: the configuration's preset (SidaConfig.loss_preset)
 
 
 OFFICIAL_RECIPE = SidaRecipe()
@@ -273,6 +273,8 @@ def resolve_recipe(detector: Any, options: TrainOptions) -> tuple[SidaRecipe, in
         raise UserError(f"Bad SIDA training option: {exc}") from exc
     overrides = {"lr": options.lr, "batch_size": options.batch_size, "epochs": options.epochs}
     recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if recipe.loss_preset is None:
+        recipe = replace(recipe, loss_preset=detector.config.loss_preset)
     loss_preset(recipe.loss_preset, stage)  # fail early on an unknown preset
     return recipe, stage, description_only
 

@@ -48,3 +48,9 @@ def test_to_label_space():
     np.testing.assert_allclose(to_label_space(pred, LabelSpace.TERNARY, LabelSpace.BINARY).probs, [0.1, 0.9])
     same = to_label_space(pred, LabelSpace.TERNARY, LabelSpace.TERNARY)
     assert same is pred
+
+
+def test_ternary_to_binary_clips_float32_rounding():
+    p = np.array([[np.float32(1e-9), np.float32(0.6), np.float32(0.40000004)]], dtype=np.float64)
+    out = TernaryToBinary.apply(p)
+    assert out.max() <= 1.0 and out[0, 1] == 1.0

@@ -13,16 +13,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from baselines.pscc_heads import NonLocalMask
+from baselines.pscc_heads import NonLocalMask, resize_features
 from baselines.pscc_net import OFFICIAL_PARTS, PSCCNet
 from baselines.pscc_training import (
+    RECIPES,
     PSCCRecipe,
     balanced_bce,
+    batches,
     class_weights,
     dihedral,
     lr_at,
     mask_pyramid,
+    train_pscc,
     training_item,
+    validate,
 )
 from bench.datasets.base import Dataset
 from bench.errors import UserError
@@ -144,6 +148,13 @@ def test_backbone_keys_equal_timm_imagenet_hrnet_subset(default_model: PSCCNet) 
 def test_backbone_is_stride_one(tiny: PSCCNet) -> None:
     feats = tiny.net.backbone(torch.rand(1, 3, 40, 48))
     assert [tuple(f.shape[-2:]) for f in feats] == [(40, 48), (20, 24), (10, 12), (5, 6)]
+
+
+def test_same_size_feature_resize_is_the_identity() -> None:
+    feats = [torch.rand(2, 3, 16 >> k, 16 >> k) for k in range(4)]
+    for f, r in zip(feats, resize_features(feats, 16)):
+        torch.testing.assert_close(r, F.interpolate(f, size=f.shape[-2:], mode="bilinear", align_corners=True))
+    assert [tuple(r.shape[-2:]) for r in resize_features(feats, 32)] == [(32, 32), (16, 16), (8, 8), (4, 4)]
 
 
 def test_non_local_mask_matches_hand_written_formula() -> None:
@@ -315,6 +326,31 @@ def test_mask_pyramid_and_training_item() -> None:
     assert all(float(m.sum()) == 0 for m in empty)
 
 
+def test_training_item_window_keeps_pixels_unresampled() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    mask = np.zeros((40, 48), bool)
+    mask[10:18, 20:36] = True
+    image, masks = training_item(img, mask, 16, 0, corner=(6, 20))
+    np.testing.assert_array_equal((image.permute(1, 2, 0).numpy() * 255).round(), img[6:22, 20:36])
+    assert masks[0].numpy().astype(bool).tolist() == mask[6:22, 20:36].tolist()
+
+
+def test_random_crop_batches_are_seeded_windows(tiny: PSCCNet) -> None:
+    crop = tiny.config.crop_size
+    train = MemoryDataset(4, 0, "train", shape=(crop + 9, crop + 5))
+    recipe = PSCCRecipe(random_crop=True)
+    first = torch.cat([b[0] for b in batches(tiny, train, 3, 0, recipe, 2)])
+    again = torch.cat([b[0] for b in batches(tiny, train, 3, 0, recipe, 2)])
+    assert first.shape == (4, 3, crop, crop) and torch.equal(first, again)
+    # each window is a dihedral transform of an unresampled crop² piece of a training image, i.e.
+    # a piece of a dihedral transform of that image
+    views = [np.lib.stride_tricks.sliding_window_view(dihedral(s.image, k), (crop, crop, 3))
+             for s in train.samples if s.image is not None for k in range(8)]
+    for one in first:
+        window = (one.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        assert any((v == window).all(axis=(-3, -2, -1)).any() for v in views)
+
+
 def test_balanced_bce_matches_hand_computation() -> None:
     pred = torch.tensor([[0.9, 0.2], [0.4, 0.7]])
     target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
@@ -340,18 +376,18 @@ class MemoryDataset(Dataset):
     name = "memory"
     label_space = LabelSpace.TERNARY
 
-    def __init__(self, n: int, seed: int, split: str) -> None:
+    def __init__(self, n: int, seed: int, split: str, shape: tuple[int, int] = (40, 48)) -> None:
         super().__init__(root=".", split=split)
         rng = np.random.default_rng(seed)
         self.samples = []
         for i in range(n):
             label = i % 3
-            img = (rng.random((40, 48, 3)) * 40 + 100).astype(np.uint8)
+            img = (rng.random((*shape, 3)) * 40 + 100).astype(np.uint8)
             mask = None
             if label == 1:
                 img = rng.integers(0, 256, img.shape, dtype=np.uint8)
             elif label == 2:
-                mask = np.zeros((40, 48), bool)
+                mask = np.zeros(shape, bool)
                 y, x = rng.integers(0, 20), rng.integers(0, 24)
                 mask[y:y + 16, x:x + 20] = True
                 img[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
@@ -380,6 +416,23 @@ def test_training_decreases_loss_and_saves_best(tiny: PSCCNet, tmp_path: Path) -
         tiny.fit(train, val, TrainOptions(out_dir=tmp_path, epochs=1))
     with pytest.raises(UserError, match="test split"):
         tiny.fit(train, MemoryDataset(3, 1, "test"), TrainOptions(out_dir=tmp_path / "x", epochs=1))
+
+
+def test_recipe_step_budget_and_batched_validation(tiny: PSCCNet, tmp_path: Path) -> None:
+    train, val = MemoryDataset(12, 0, "train"), MemoryDataset(5, 1, "validation")
+    report = train_pscc(tiny, train, val, TrainOptions(out_dir=tmp_path), PSCCRecipe(epochs=4, batch_size=4, max_steps=2))
+    assert report["steps"] == 2 and report["stopped"] == "max_steps"
+    one_by_one, batched = validate(tiny, val, 1), validate(tiny, val, 32)
+    assert one_by_one == pytest.approx(batched, abs=1e-6)
+    assert PSCCNet.configs["tiny"].crop_size < 96 and RECIPES["tiny"].random_crop
+    assert "default" not in RECIPES and "max1024" not in RECIPES  # official recipe for the official network
+
+
+def test_official_conv_init_and_tiny_default_init(default_model: PSCCNet, tiny: PSCCNet) -> None:
+    official = default_model.net.backbone.stage2[0].branches[1][0].conv1.weight.detach()  # 36·36·9 draws
+    assert float(official.std()) == pytest.approx(0.001, rel=0.05)
+    tiny_w = tiny.net.backbone.conv2.weight.detach()  # PyTorch default: kaiming-uniform, bound 1/sqrt(fan_in)
+    assert float(tiny_w.abs().max()) <= 1 / np.sqrt(8 * 9) and float(tiny_w.std()) > 0.05
 
 
 def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path: Path) -> None:

@@ -24,8 +24,11 @@ def test_figures_are_written(tmp_path):
     assert _is_png(figures.roc_curves({"m": (y, s)}, tmp_path / "roc.png", "ROC"))
     assert _is_png(figures.robustness_curves({"m": [("clean", 0.9), ("jpeg 70", 0.6)]},
                                              tmp_path / "rob.png", "Robustness", "accuracy"))
-    assert _is_png(figures.confusion_matrix_plot(np.array([[5, 1], [2, 7]]), ["real", "fake"],
+    assert _is_png(figures.confusion_matrix_plot(np.array([[5, 1], [2, 7]]), ["real", "fake"], ["real", "fake"],
                                                  tmp_path / "cm.png", "CM"))
+    three_by_two = np.array([[5, 1], [2, 7], [0, 9]])
+    assert _is_png(figures.confusion_matrix_plot(three_by_two, ["real", "full_synthetic", "tampered"],
+                                                 ["real", "fake"], tmp_path / "cm32.png", "binary on ternary"))
     img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
     grid = figures.mask_grid([("a", img, [("GT", img[..., 0] > 128), ("model", None)])], tmp_path / "g.png", "Masks")
     assert _is_png(grid)

@@ -111,3 +111,14 @@ def test_total_backpropagates_to_logits_and_masks():
 def test_unknown_preset_is_a_user_error():
     with pytest.raises(UserError, match="official, paper"):
         loss_preset("lisa", 1)
+
+
+def test_configurations_name_presets_of_the_single_table():
+    from sida.config import CONFIGS, SidaConfig
+    from sida.losses import LOSS_PRESETS, PRESET_NAMES
+
+    assert PRESET_NAMES == ("official", "paper")
+    assert all((stage, name) in LOSS_PRESETS for stage in (1, 2) for name in PRESET_NAMES)
+    assert {cfg.loss_preset for cfg in CONFIGS.values()} == {"official"}
+    with pytest.raises(ValueError, match="loss preset"):
+        SidaConfig(loss_preset="lisa")

@@ -119,11 +119,12 @@ def test_loss_decreases_on_a_fixed_batch(detector, stage):
 
 
 def test_stage1_fit_writes_checkpoints_and_resumes(detector, tmp_path):
-    train, val = ListDataset(make_samples(2), "train"), ListDataset(make_samples(1, seed=1), "validation")
+    train, val = ListDataset(make_samples(1), "train"), ListDataset(make_samples(1, seed=1), "validation")
     extra = {"stage": 1, "warmup_steps": 1, "grad_accumulation": 1}
-    opts = TrainOptions(out_dir=tmp_path / "run", max_steps=2, batch_size=2, seed=3, extra=extra)
+    opts = TrainOptions(out_dir=tmp_path / "run", max_steps=2, batch_size=1, seed=3, extra=extra)
     report = detector.fit(train, val, opts)
     assert report["steps"] == 2 and report["loss_preset"] == "official"
+    assert report["recipe"]["loss_preset"] == "official"  # taken from the configuration's preset
     assert {"val_acc", "val_giou", "val_ciou"} <= set(report["history"][-1])
     last = tmp_path / "run" / "last"
     assert (last / "model.safetensors").is_file() and (last / TRAINER_STATE).is_file()
@@ -136,7 +137,7 @@ def test_stage1_fit_writes_checkpoints_and_resumes(detector, tmp_path):
         detector.fit(train, val, opts)
     resumed = create_model("sida:tiny")
     resumed.ensure_model()
-    more = TrainOptions(out_dir=tmp_path / "run", max_steps=3, batch_size=2, seed=3, resume=True,
+    more = TrainOptions(out_dir=tmp_path / "run", max_steps=3, batch_size=1, seed=3, resume=True,
                         extra={"stage": 1, "warmup_steps": 1, "grad_accumulation": 1})
     report = resumed.fit(train, val, more)
     assert report["steps"] == 3 and len(report["history"]) == 2
@@ -160,3 +161,14 @@ def test_bad_options_are_user_errors(detector, tmp_path):
         detector.fit(train, None, TrainOptions(out_dir=tmp_path, extra={"stages": 1}))
     with pytest.raises(UserError, match="preset"):
         detector.fit(train, None, TrainOptions(out_dir=tmp_path, extra={"loss_preset": "lisa"}))
+
+
+def test_configuration_preset_is_the_training_default(tmp_path):
+    paper = create_model("sida:tiny", loss_preset="paper")
+    assert paper.config.loss_preset == "paper"
+    train = ListDataset(make_samples(1), "train")
+    report = paper.fit(train, None, TrainOptions(out_dir=tmp_path / "p", max_steps=1, batch_size=1,
+                                                 extra={"stage": 1, "warmup_steps": 0, "grad_accumulation": 1}))
+    assert report["loss_preset"] == "paper" and report["recipe"]["loss_preset"] == "paper"
+    with pytest.raises(UserError, match="loss_preset"):
+        create_model("sida:tiny", loss_preset="lisa")

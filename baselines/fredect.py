@@ -60,8 +60,9 @@ class FreDectConfig:
     weights_source: str = "Ekko-zn/AIGCDetectBenchmark: FreDect classifier (BaiduNetdisk/ModelScope) + weights/auxiliary"
 
 
-_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, batch_size=8, epochs=2, schedule="plateau",
-                          load_size=72, crop_size=64, blur_prob=0.1, jpeg_prob=0.1)
+# sid-mini-sized recipe: no resize, no blur/JPEG (they erase a few-grey-level up-sampling trace).
+_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=3e-3, batch_size=16, epochs=8, schedule="plateau",
+                          load_size=None, crop_size=64)
 
 
 class FreDect(SingleLogitDetector):
@@ -70,7 +71,8 @@ class FreDect(SingleLogitDetector):
     name = "fredect"
     configs = {
         "default": FreDectConfig(),
-        "tiny": FreDectConfig(layers=(1, 1, 1, 1), load_size=72, crop=64, train=_TINY_TRAIN, weights_source="random"),
+        "tiny": FreDectConfig(layers=(1, 1, 1, 1), width=8, load_size=96, crop=64, train=_TINY_TRAIN,
+                              weights_source="random"),
     }
     weights_help = (
         "FreDect weights: the FreDect classifier of github.com/Ekko-zn/AIGCDetectBenchmark (README download links) "

@@ -87,7 +87,7 @@ class NPRConfig:
     weights_source: str = "chuangchuangtan/NPR-DeepfakeDetection: NPR.pth (in the repository)"
 
 
-_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, batch_size=8, epochs=2, schedule="step", step_epochs=10,
+_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=2e-3, batch_size=32, epochs=4, schedule="step", step_epochs=10,
                           lr_factor=0.9, load_size=None, crop_size=64)
 
 
@@ -98,7 +98,7 @@ class NPR(SingleLogitDetector):
     configs = {
         "default": NPRConfig(),
         "no_resize": NPRConfig(resize=None),
-        "tiny": NPRConfig(layers=(1, 1), resize=None, train=_TINY_TRAIN, weights_source="random"),
+        "tiny": NPRConfig(layers=(1, 1), width=16, resize=None, train=_TINY_TRAIN, weights_source="random"),
     }
     weights_help = (
         "Official NPR weights: NPR.pth in github.com/chuangchuangtan/NPR-DeepfakeDetection "

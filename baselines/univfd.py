@@ -38,6 +38,7 @@ from baselines.common import CLIP_MEAN, CLIP_STD, SingleLogitDetector, center_cr
 from baselines.training import TrainRecipe
 from bench.checkpoint import is_our_checkpoint, load_checkpoint, load_raw, load_strict, tensors_only
 from bench.errors import UserError
+from bench.fixed_filters import dct_patch_filters
 from bench.model import InputPolicy, file_sha256
 
 FC_FILE = "fc_weights.pth"
@@ -55,14 +56,18 @@ class UnivFDConfig:
     heads: int = 16
     embed_dim: int = 768
     crop: int = 224
+    dct_patch_gains: tuple[float, float] | None = None
+    """Tiny configurations only: a fixed DCT patch embedding (bench.fixed_filters) with these
+    (low, high) gains stands in for pretrained CLIP weights; None = the CLIP file's (official)."""
     train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
         optimizer="adamw", lr=1e-4, weight_decay=0.0, batch_size=256, epochs=100, schedule="plateau", patience=5,
         load_size=256, crop_size=224, blur_prob=0.5, jpeg_prob=0.5))
     weights_source: str = "WisconsinAIVision/UniversalFakeDetect pretrained_weights/fc_weights.pth + OpenAI CLIP ViT-L/14"
 
 
-_TINY_TRAIN = TrainRecipe(optimizer="adamw", lr=1e-2, batch_size=8, epochs=2, schedule="plateau",
-                          load_size=36, crop_size=32, blur_prob=0.5, jpeg_prob=0.5)
+# sid-mini-sized recipe: native resolution (no resize), no blur/JPEG.
+_TINY_TRAIN = TrainRecipe(optimizer="adamw", lr=1e-2, batch_size=32, epochs=8, schedule="plateau",
+                          load_size=None, crop_size=64)
 
 
 class UnivFDNet(nn.Module):
@@ -74,6 +79,10 @@ class UnivFDNet(nn.Module):
             image_size=config.image_size, patch_size=config.patch_size, width=config.width, layers=config.layers,
             heads=config.heads, mlp_ratio=4.0, output_dim=config.embed_dim, act_layer=QuickGELU,
         )
+        if config.dct_patch_gains is not None:
+            with torch.no_grad():
+                conv = self.visual.conv1
+                conv.weight.copy_(dct_patch_filters(conv.kernel_size[0], conv.out_channels, *config.dct_patch_gains))
         self.visual.requires_grad_(False)
         self.fc = nn.Linear(config.embed_dim, num_outputs)
 
@@ -114,8 +123,9 @@ class UnivFD(SingleLogitDetector):
     name = "univfd"
     configs = {
         "default": UnivFDConfig(),
-        "tiny": UnivFDConfig(image_size=32, patch_size=8, width=64, layers=2, heads=1, embed_dim=32, crop=32,
-                             train=_TINY_TRAIN, weights_source="random"),
+        "tiny": UnivFDConfig(image_size=64, patch_size=4, width=64, layers=2, heads=1, embed_dim=64, crop=64,
+                             dct_patch_gains=(0.1, 4.0), train=_TINY_TRAIN,
+                             weights_source="random; fixed DCT patch embedding (bench.fixed_filters)"),
     }
     weights_help = (
         "UnivFD weights: pretrained_weights/fc_weights.pth from github.com/WisconsinAIVision/UniversalFakeDetect and "

@@ -75,6 +75,10 @@ class Split:
     fallback_limit: int | None = None
 
 
+LIMIT_RULE = ("N samples of each split evenly spaced through the dataset's deterministic order "
+              "(the first N where a dataset cannot list its ids without decoding)")
+
+
 def build_conditions(protocol: Protocol) -> list[Condition]:
     from bench.plugins import create_perturbation
 
@@ -282,7 +286,7 @@ def run_protocol(
     store.flush()
     run_info = {
         "seed": proto.seed, "limit": limit,
-        "limit_rule": "first N samples of each split in the dataset's deterministic order" if limit else None,
+        "limit_rule": LIMIT_RULE if limit else None,
         "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
         "predictions": PREDICTIONS_DIR, "elapsed_s": round(time.time() - started, 3),
     }
@@ -316,8 +320,8 @@ def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], l
     if limit is not None and ids is None:
         split.fallback_limit = limit
     if ids is not None and limit is not None:
-        split.limit_ids = ids[:limit]
-        split.skip_ids |= set(ids[limit:])
+        split.limit_ids = spread_subset(ids, limit)
+        split.skip_ids |= set(ids) - set(split.limit_ids)
     if stored:
         keys_of = {c.key: c for c in conditions}
         candidates = split.limit_ids if split.limit_ids is not None else ids
@@ -329,6 +333,18 @@ def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], l
             elif len(missing) < len(conditions):
                 split.missing[sid] = missing
     return split
+
+
+def spread_subset(ids: Sequence[str], limit: int) -> list[str]:
+    """``limit`` ids evenly spaced through ``ids`` (positions ``floor(i * len / limit)``).
+
+    SID-Set-style listings are ordered by class, so the first N would hold one class only;
+    an even spread keeps every class (and source) in proportion, deterministically.
+    """
+    n = len(ids)
+    if limit >= n:
+        return list(ids)
+    return [ids[(i * n) // limit] for i in range(limit)]
 
 
 def _ordered_ids(dataset: Dataset) -> list[str] | None:

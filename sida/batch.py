@@ -46,7 +46,7 @@ class SidaBatch:
 
     Attributes:
         images_sam: (B, 3, S, S) float, S = the SAM input size (1024 for the released models).
-        images_clip: (B, 3, C, C) float, C = the CLIP input size (224).
+        images_clip: (B, 3, C, C) float, C = the CLIP input size (224; 96 in ``tiny``).
         input_ids: (B, L) long, right-padded, one ``IMAGE_TOKEN_INDEX`` per row.
         attention_mask: (B, L) bool or long.
         resize_sizes: per sample, the (h, w) of the image after ResizeLongestSide, before padding.

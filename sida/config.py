@@ -2,7 +2,8 @@
 
 ``CONFIGS`` holds ``default`` (SIDA-7B: LLaMA-7B H 4096, CLIP ViT-L/14 at 224, SAM ViT-H at
 1024), ``13b`` (SIDA-13B: LLaMA-2-13B H 5120) and ``tiny`` (random weights, a 2-layer LLaMA, a
-2-layer CLIP tower and a 2-layer SAM at 128 px; runs on a 2-core CPU in a fraction of a second).
+2-layer CLIP tower at 96/6 and a 2-layer SAM at 96/8, random except a fixed DCT patch embedding
+in both frozen encoders, see :mod:`sida.fixed_embedding`; runs on a 2-core CPU in a fraction of a second).
 The language-model sizes of a released checkpoint are read from its ``config.json``; the
 numbers here are the documented ones and are checked against it.
 
@@ -102,6 +103,9 @@ class SidaConfig:
         description: whether this is a description checkpoint (keeps generated text).
         max_new_tokens: generation budget for explanations.
         base: what the configuration corresponds to (documentation).
+        dct_patch_gains: ``None`` (official: the patch embeddings come from the checkpoint) or
+            (DC gain, highest-frequency gain) of the fixed DCT patch embeddings that the tiny
+            configuration puts in its frozen CLIP and SAM encoders in place of pretrained weights.
     """
 
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -115,6 +119,7 @@ class SidaConfig:
     description: bool = False
     max_new_tokens: int = 128
     base: str = "SIDA-7B (LISA-7B-v1 = LLaVA-7B v1 + SAM ViT-H)"
+    dct_patch_gains: tuple[float, float] | None = None  # tiny only: (low, high) gains, see sida.fixed_embedding
 
     def __post_init__(self) -> None:
         if self.attention not in ("official", "fc", "none"):
@@ -141,14 +146,15 @@ SIDA_13B = SidaConfig(
 )
 
 TINY = SidaConfig(
-    clip=ClipConfig(image_size=224, patch_size=14, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2),
+    clip=ClipConfig(image_size=96, patch_size=6, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=2),
     llm=LlmConfig(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, vocab_size=1024,
                   max_position_embeddings=1024, rms_norm_eps=1e-6),
-    sam=SamConfig(image_size=128, patch_size=16, encoder_dim=32, encoder_depth=2, encoder_heads=2,
+    sam=SamConfig(image_size=96, patch_size=8, encoder_dim=32, encoder_depth=2, encoder_heads=2,
                   global_attn_indexes=(1,), window_size=4, prompt_dim=32, decoder_mlp_dim=64,
                   decoder_depth=2, decoder_heads=8, iou_head_hidden_dim=32),
     max_new_tokens=16,
-    base="random tiny configuration for tests and CPU smoke runs",
+    dct_patch_gains=(0.1, 4.0),
+    base="random tiny configuration for tests and CPU smoke runs (fixed DCT patch embeddings in the frozen encoders)",
 )
 
 CONFIGS: dict[str, SidaConfig] = {"default": DEFAULT, "13b": SIDA_13B, "tiny": TINY}

@@ -34,6 +34,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 from sida.batch import IGNORE_INDEX, IMAGE_TOKEN_INDEX, SidaBatch, SidaOutput, SpecialTokenIds
 from sida.config import SAM_MEAN, SAM_STD, SidaConfig
+from sida.fixed_embedding import set_dct_patch_embeddings
 
 
 def build_clip_tower(cfg: SidaConfig) -> CLIPVisionModel:
@@ -128,6 +129,8 @@ class SidaModel(nn.Module):
         self.sida_fc1 = nn.Linear(fc_in, out_dim)
         self.attention_layer = nn.MultiheadAttention(embed_dim=out_dim, num_heads=8, batch_first=True)
         self.lora_enabled = False
+        if config.dct_patch_gains is not None:
+            set_dct_patch_embeddings(self, *config.dct_patch_gains)
 
     # ------------------------------------------------------------------ set-up helpers
     def add_lora(self) -> None:
@@ -169,7 +172,7 @@ class SidaModel(nn.Module):
 
     # ------------------------------------------------------------------ pieces of the forward
     def image_features(self, images_clip: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 224, 224) → (B, 256, H): CLIP ``select_layer`` patch tokens through the projector."""
+        """(B, 3, C, C) → (B, 256, H): CLIP ``select_layer`` patch tokens (C 224; 96 tiny) through the projector."""
         with torch.no_grad():
             out = self.vision_tower(pixel_values=images_clip, output_hidden_states=True)
             feats = out.hidden_states[self.config.clip.select_layer][:, 1:]

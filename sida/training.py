@@ -75,7 +75,7 @@ class SidaRecipe:
 
 
 OFFICIAL_RECIPE = SidaRecipe()
-TINY_RECIPE = SidaRecipe(lr=5e-4, batch_size=4, grad_accumulation=3, epochs=2, steps_per_epoch=None, warmup_steps=10)
+TINY_RECIPE = SidaRecipe(lr=3e-3, batch_size=4, grad_accumulation=1, epochs=1, steps_per_epoch=None, warmup_steps=10)
 EXTRA_KEYS = ("stage", "description_only") + tuple(f.name for f in fields(SidaRecipe))
 
 

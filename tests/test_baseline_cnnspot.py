@@ -73,10 +73,11 @@ def test_file_without_model_key_or_tensors_is_rejected(tmp_path):
 
 def test_no_crop_variants_keep_the_full_image():
     image = _image(90, 70, 4)
-    for model in (create_model("cnnspot:no_crop"), create_model("cnnspot:tiny", crop=None)):
+    for model in (create_model("cnnspot:no_crop"), create_model("cnnspot:tiny")):
         assert tuple(model.preprocess(image).shape) == (3, 90, 70)
         assert model.input_policy.crop is None
-    assert tuple(create_model("cnnspot:tiny").preprocess(image).shape) == (3, 64, 64)
+    assert tuple(create_model("cnnspot").preprocess(image).shape) == (3, 224, 224)  # official: centre crop 224
+    assert tuple(create_model("cnnspot:tiny", crop=64).preprocess(image).shape) == (3, 64, 64)
 
 
 def test_imagenet_classifier_is_a_training_start_point(tmp_path):

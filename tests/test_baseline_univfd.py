@@ -12,18 +12,21 @@ from PIL import Image
 from safetensors.torch import save_file
 from torchvision import transforms
 
+from baselines.univfd import UnivFD
 from bench.checkpoint import save_checkpoint
 from bench.errors import UserError
 from bench.plugins import create_model
 
 torch.set_num_threads(1)
+TINY = UnivFD.configs["tiny"]
 CLIP_NORM = dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
 
 
 def _openai_state(seed: int) -> dict[str, torch.Tensor]:
     """A tiny CLIP (the `tiny` image tower + a small text tower) in OpenAI key layout, fp16 like OpenAI's files."""
     torch.manual_seed(seed)
-    clip = open_clip.CLIP(32, CLIPVisionCfg(layers=2, width=64, patch_size=8, image_size=32),
+    vision = CLIPVisionCfg(layers=TINY.layers, width=TINY.width, patch_size=TINY.patch_size, image_size=TINY.image_size)
+    clip = open_clip.CLIP(TINY.embed_dim, vision,
                           CLIPTextCfg(context_length=8, vocab_size=50, width=64, heads=1, layers=1), quick_gelu=True)
     state = {k: v.half() for k, v in clip.state_dict().items()}
     with torch.no_grad():
@@ -36,7 +39,7 @@ def _write_release(folder, seed=0, clip_name="open_clip_model.safetensors"):
     state = _openai_state(seed)
     save_file(state, str(folder / clip_name)) if clip_name.endswith(".safetensors") else torch.save(state, folder / clip_name)
     g = torch.Generator().manual_seed(seed + 1)
-    fc = {"weight": torch.randn(1, 32, generator=g), "bias": torch.randn(1, generator=g)}
+    fc = {"weight": torch.randn(1, TINY.embed_dim, generator=g), "bias": torch.randn(1, generator=g)}
     torch.save(fc, folder / "fc_weights.pth")
     return state, fc
 
@@ -47,8 +50,8 @@ def test_official_files_match_open_clip_reference(tmp_path):
     reference = build_model_from_openai_state_dict(dict(state), quick_gelu=True).float().eval()
 
     images = [np.random.default_rng(s).integers(0, 256, hw + (3,), dtype=np.uint8)
-              for s, hw in enumerate([(50, 40), (20, 70)])]  # the second is padded vertically
-    ref_tf = transforms.Compose([transforms.CenterCrop(32), transforms.ToTensor(), transforms.Normalize(**CLIP_NORM)])
+              for s, hw in enumerate([(90, 80), (40, 100)])]  # the second is padded vertically
+    ref_tf = transforms.Compose([transforms.CenterCrop(TINY.crop), transforms.ToTensor(), transforms.Normalize(**CLIP_NORM)])
     ref_in = torch.stack([ref_tf(Image.fromarray(im)) for im in images])
     ours_in = torch.stack([model.preprocess(im) for im in images])
     torch.testing.assert_close(ours_in, ref_in, atol=1e-6, rtol=0)
@@ -66,7 +69,7 @@ def test_fc_file_with_clip_option_and_errors(tmp_path):
     create_model("univfd:tiny", weights=tmp_path / "r" / "fc_weights.pth", clip_weights=clip)
     with pytest.raises(UserError, match="needs the CLIP"):
         create_model("univfd:tiny", weights=tmp_path / "r" / "fc_weights.pth")
-    torch.save({"weight": torch.zeros(1, 32), "bias": torch.zeros(1), "extra": torch.zeros(1)}, tmp_path / "fc.pth")
+    torch.save({"weight": torch.zeros(1, TINY.embed_dim), "bias": torch.zeros(1), "extra": torch.zeros(1)}, tmp_path / "fc.pth")
     with pytest.raises(UserError, match="unexpected keys: extra"):
         create_model("univfd:tiny", weights=tmp_path / "fc.pth", clip_weights=clip)
     timm_like = tmp_path / "timm.safetensors"
@@ -95,7 +98,7 @@ def test_torchscript_clip_needs_allow_pickle(tmp_path):
 def test_backbone_frozen_and_fc_only_checkpoint(tmp_path):
     _write_release(tmp_path / "r")
     model = create_model("univfd:tiny", weights=tmp_path / "r")
-    assert [p.shape for p in model.trainable_parameters()] == [torch.Size([1, 32]), torch.Size([1])]
+    assert [p.shape for p in model.trainable_parameters()] == [torch.Size([1, TINY.embed_dim]), torch.Size([1])]
     state = model.state_for_checkpoint()
     assert sorted(state) == ["fc.bias", "fc.weight"]
     save_checkpoint(tmp_path / "ck", state, model.checkpoint_config())
@@ -103,3 +106,12 @@ def test_backbone_frozen_and_fc_only_checkpoint(tmp_path):
     image = np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     np.testing.assert_allclose(again.predict([image])[0].probs, model.predict([image])[0].probs, atol=1e-6)
     assert create_model("univfd:tiny").state_for_checkpoint().keys() >= {"visual.proj", "fc.weight"}
+
+
+def test_tiny_uses_a_fixed_frozen_dct_patch_embedding():
+    from bench.fixed_filters import dct_patch_filters
+
+    conv = create_model("univfd:tiny").network.visual.conv1
+    assert torch.equal(conv.weight, dct_patch_filters(4, 64, 0.1, 4.0))
+    assert not conv.weight.requires_grad
+    assert UnivFD.configs["default"].dct_patch_gains is None

@@ -75,11 +75,21 @@ def test_existing_predictions_need_resume(tmp_path: Path, protocol: Path) -> Non
         run_protocol(protocol, "runner_test", tmp_path / "out", tables=False)
 
 
-def test_limit_takes_the_first_samples_in_dataset_order(tmp_path: Path, protocol: Path) -> None:
+def test_limit_spreads_evenly_through_dataset_order(tmp_path: Path, protocol: Path) -> None:
     res = run_protocol(protocol, "runner_test", tmp_path / "out", limit=5, tables=False)
     ids = sorted({r["sample_id"] for r in PredictionStore(tmp_path / "out" / "predictions").read(["sample_id"]).to_pylist()})
-    assert ids == sorted(["real/0000", "full_synthetic/0001", "tampered/0002", "real/0003", "full_synthetic/0004"])
+    # 12 samples, limit 5: positions 0, 2, 4, 7, 9 (floor(i * 12 / 5))
+    assert ids == sorted(["real/0000", "tampered/0002", "full_synthetic/0004", "full_synthetic/0007", "real/0009"])
     assert res.run["limit"] == 5 and res.entries[0].n_requested == 5
+    assert "evenly spaced" in res.run["limit_rule"]
+
+
+def test_spread_subset_by_hand() -> None:
+    from bench.runner import spread_subset
+
+    ids = [f"c{i // 4}/{i}" for i in range(12)]  # three classes of four, ordered by class
+    assert spread_subset(ids, 3) == ["c0/0", "c1/4", "c2/8"]
+    assert spread_subset(ids, 20) == ids
 
 
 @pytest.fixture(scope="module")

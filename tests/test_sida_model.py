@@ -16,6 +16,7 @@ from sida.model import SidaModel, token_state_positions
 
 TOKENS = SpecialTokenIds(cls=1000, seg=1001, im_start=1002, im_end=1003, pad=0, eos=2)
 VOCAB = 1010
+S, C = TINY.sam.image_size, TINY.clip.image_size  # SAM and CLIP input sizes of the tiny configuration
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def make_batch(rows: list[list[int]], seed: int = 0) -> SidaBatch:
         ids[i, : len(r)] = torch.tensor(r)
         attention[i, : len(r)] = True
     n = len(rows)
-    return SidaBatch(torch.randn(n, 3, 128, 128, generator=g), torch.randn(n, 3, 224, 224, generator=g), ids,
-                     attention, [(96, 128)] * n, [(48, 64)] * n)
+    return SidaBatch(torch.randn(n, 3, S, S, generator=g), torch.randn(n, 3, C, C, generator=g), ids,
+                     attention, [(S * 3 // 4, S)] * n, [(48, 64)] * n)
 
 
 PROMPT = [1, 5, 1002, IMAGE_TOKEN_INDEX, 1003, 7, 8, 9]
@@ -152,7 +153,7 @@ def test_right_padding_and_batch_composition_do_not_change_results(net: SidaMode
         joint = net(both)
         for i in range(2):
             single = SidaBatch(both.images_sam[i : i + 1], both.images_clip[i : i + 1],
-                               both.input_ids[i : i + 1], both.attention_mask[i : i + 1], [(96, 128)], [(48, 64)])
+                               both.input_ids[i : i + 1], both.attention_mask[i : i + 1], [(S * 3 // 4, S)], [(48, 64)])
             alone = net(single)
             torch.testing.assert_close(alone.cls_logits, joint.cls_logits[i : i + 1], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(alone.pred_masks[0], joint.pred_masks[i], rtol=1e-5, atol=1e-5)

@@ -92,7 +92,8 @@ def test_training_lowers_the_loss_and_writes_checkpoints(sid_root, tmp_path):
     train, val = _data(sid_root)
     model = create_model("npr:tiny")
     # square resize before the crop: every fixture image then yields the same crop geometry
-    model.config = replace(model.config, train=replace(model.config.train, load_size=72, resize_mode="square"))
+    recipe = replace(model.config.train, load_size=72, resize_mode="square", batch_size=8, lr=1e-3)
+    model.config = replace(model.config, train=recipe)
     before = _batch_loss(model, train)
     report = model.fit(train, val, TrainOptions(out_dir=tmp_path / "run", epochs=4, seed=1))
     assert _batch_loss(model, train) < 0.7 * before

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--data-root", action="append", metavar="DATASET=PATH", help="where a dataset lives (repeatable)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument("--limit", type=int, metavar="N",
-                   help="evaluate the first N samples of each split (the dataset's deterministic order)")
+                   help="evaluate N samples of each split, evenly spaced through the dataset's order (every class kept)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="inference batch size (default: 8)")
     p.add_argument("--workers", type=int, default=0, metavar="W",
                    help="DataLoader worker processes for decoding and preprocessing (default: 0 = in process)")

@@ -8,6 +8,7 @@ or its ``sid_set``/``dmimage`` sub-folder.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,17 @@ MINI_GENERATORS: dict[str, tuple[str, str]] = {
 different up-sampler (the cross-generator analog)."""
 
 
+@functools.lru_cache(maxsize=1)
+def _default_build() -> Path:
+    """The cached default build, checked (every file hashed) once per process."""
+    from bench.sidmini import ensure_sid_mini
+
+    return ensure_sid_mini()
+
+
 def _mini_root(root: str | Path | None, sub: str) -> Path:
     if root is None:
-        from bench.sidmini import ensure_sid_mini
-
-        return ensure_sid_mini() / sub
+        return _default_build() / sub
     path = Path(root).expanduser()
     return path / sub if (path / sub).is_dir() else path
 

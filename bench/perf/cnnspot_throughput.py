@@ -44,7 +44,7 @@ def main() -> None:
     model = create_model(f"cnnspot:{args.config}", device="cpu")
     dataset = create_dataset("sid_mini", split="test")
     paths = []
-    for sample in dataset.iter_samples():  # the runner's --limit takes the first N in this order
+    for sample in dataset.iter_samples():  # N images of the same size as the runner's --limit N subset
         if len(paths) == args.images:
             break
         paths.append(Path(sample.meta["path"]))

@@ -37,6 +37,8 @@ DEFAULT_CAPTIONS = {
 }
 
 Getter = Callable[[ResultEntry], "float | None"]
+DETECTION_KINDS = ("detection", "robustness", "cross_dataset")
+"""Tables with detection columns: the only ones where a label-space adapter changes a number."""
 
 
 def metric(name: str, key: str) -> Getter:
@@ -148,7 +150,7 @@ def build_table(kind: str, runs: Sequence[tuple[str, ResultsFile]]) -> Table:
             if entry.n_errors:
                 table.notes.append(f"{label}: {entry.n_errors} of {entry.n} samples failed (excluded from metrics).")
             note = f"{results.model_label}: scored with {entry.adapter}."
-            if entry.adapter != "none" and note not in table.notes:
+            if entry.adapter != "none" and kind in DETECTION_KINDS and note not in table.notes:
                 table.notes.append(note)
     return table
 

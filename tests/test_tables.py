@@ -88,3 +88,11 @@ def test_bad_results_files_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="schema_version 99 is not supported"):
         load_results(tmp_path)
     assert main(["table", str(tmp_path / "missing")]) == 2
+
+
+def test_adapter_notes_only_in_tables_with_detection_columns() -> None:
+    adapted = entry(CLEAN, detection=TERN_A, localization=LOC_A)
+    adapted.adapter = "BinaryOnTernary (rule)"
+    run = results("pscc", "detection", [adapted])
+    assert any("scored with BinaryOnTernary" in n for n in build_table("detection", [("r", run)]).notes)
+    assert not any("scored with" in n for n in build_table("localization", [("r", run)]).notes)

@@ -262,8 +262,11 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
         group["lr"] = state.lr
 
     start_epoch = state.epoch
+    total_steps = epochs * math.ceil(len(train) / batch_size)
+    if options.max_steps is not None:
+        total_steps = min(total_steps, options.max_steps)
     with make_progress() as progress:
-        task = progress.add_task("train", total=None)
+        task = progress.add_task("train", total=total_steps, completed=state.step)
         while state.epoch < epochs and not state.stopped:
             if options.max_steps is not None and state.step >= options.max_steps:
                 state.stopped = "max_steps"
@@ -290,6 +293,7 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
                     break
             if batch and not state.stopped:
                 _step(model, optimizer, batch, targets, state)
+                progress.advance(task)
             metrics = evaluate(model, val, recipe, batch_size)
             metrics.update(epoch=float(state.epoch), train_loss=state.last_loss, lr=state.lr)
             state.history.append(metrics)

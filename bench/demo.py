@@ -245,4 +245,5 @@ def _mask_grid(figures: Any, loc_runs: dict[str, Path], out: Path, n_rows: int =
     if not grid:
         return []
     return [figures.mask_grid(grid, out / "masks_tampered.png",
-                              "Tampered sid-mini test images: ground truth vs predicted masks (p > 0.5 in red)")]
+                              "Tampered sid-mini test images: ground truth vs predicted masks (p > 0.5 in red)",
+                              missing="no mask\n(not predicted tampered;\nhonest mode)")]

@@ -112,9 +112,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 
 def mask_grid(
-    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray | None]]]], path: Path, title: str
+    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray | None]]]], path: Path, title: str,
+    missing: str = "no mask",
 ) -> Path:
-    """A grid of mask overlays: each row is (sample id, image, [(column title, mask or None)])."""
+    """A grid of mask overlays: each row is (sample id, image, [(column title, mask or None)]);
+    a None mask shows the ``missing`` text."""
     ncols = 1 + max(len(cols) for _, _, cols in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows)), squeeze=False)
     for r, (sample_id, image, cols) in enumerate(rows):
@@ -124,7 +126,7 @@ def mask_grid(
             ax = axes[r, c]
             if mask is None:
                 ax.imshow(np.full_like(image, 235))
-                ax.text(0.5, 0.5, "no mask", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes, fontsize=8)
             else:
                 ax.imshow(overlay(image, mask))
             ax.set_title(name, fontsize=8)

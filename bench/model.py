@@ -14,6 +14,7 @@ not one tensor (e.g. SIDA) override :meth:`predict_preprocessed` instead of :met
 from __future__ import annotations
 
 import abc
+import difflib
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UserError
+from bench.registry import UnknownNameError
 from bench.types import LabelSpace, Prediction
 
 
@@ -157,9 +159,6 @@ class Detector(abc.ABC):
     ) -> None:
         self.config_name = config or "default"
         if self.config_name not in self.configs:
-            from bench.registry import UnknownNameError
-            import difflib
-
             hints = difflib.get_close_matches(self.config_name, list(self.configs), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, hints))}?" if hints else ""
             raise UnknownNameError(
@@ -255,7 +254,7 @@ class Detector(abc.ABC):
         Items of equal shape are stacked and run together, so the results do not depend on
         the batch composition beyond floating-point batching effects.
         """
-        results: list[Prediction | None] = [None] * len(items)
+        results: dict[int, Prediction] = {}
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(tuple(item.shape), []).append(i)
@@ -269,7 +268,7 @@ class Detector(abc.ABC):
                     if out.mask is not None:
                         mask = resize_mask(out.mask[j], sizes[i])
                     results[i] = Prediction(probs=probs[j], mask=mask)
-        return [r for r in results if r is not None]
+        return [results[i] for i in range(len(items))]
 
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
         """Train on ``train`` with early stopping on ``val`` (never on test)."""

@@ -163,7 +163,8 @@ class ListedDataset(Dataset):
 
     def __init__(self, root: str | Path | None = None, split: str = "test", **options: Any) -> None:
         if root is None:
-            raise UserError(f"Dataset {self.name!r} needs a root folder (root=PATH or --root PATH)")
+            raise UserError(f"Dataset {self.name!r} needs a root folder: --data-root {self.name}=PATH for run/score, "
+                            "--root PATH for data/train")
         super().__init__(root, split, **options)
         decoder_opts, self.extra = split_options(options, self.extra_options)
         self.decoder = SampleDecoder(**decoder_opts)

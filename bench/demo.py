@@ -83,7 +83,7 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(DEMO_THREADS)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -104,7 +104,7 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
         (out_dir / "training.json").write_text(json.dumps(training, indent=2, sort_keys=True, default=str) + "\n")
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(deterministic)
     return DemoResult(out_dir, tables, figures, time.time() - started, training)
 
 
@@ -180,15 +180,17 @@ def _write_figures(runs: dict[str, dict[str, Path]], models: Sequence[DemoModel]
 
     paths: list[Path] = []
     light = ["sample_id", "label", "probs", "perturbation", "error"]
+    clean = {(kind, key): [r for r in _store_rows(run_dir, light) if r["perturbation"] == "none" and r["error"] is None]
+             for kind in ("detection", "cross_dataset") for key, run_dir in runs[kind].items()}
     for kind, title in (("detection", "sid-mini test: real vs fake"), ("cross_dataset", "dmimage-mini: real vs fake")):
         curves = {}
-        for key, run_dir in runs[kind].items():
-            rows = [r for r in _store_rows(run_dir, light) if r["perturbation"] == "none" and r["error"] is None]
+        for key in runs[kind]:
+            rows = clean[(kind, key)]
             y = np.array([int(r["label"] != 0) for r in rows])
             curves[key] = (y, np.array([1.0 - r["probs"][0] for r in rows]))
         paths.append(figures.roc_curves(curves, out / f"roc_{PROTOCOLS[kind]}.png", f"ROC, {title}"))
-    for key, run_dir in runs["detection"].items():
-        rows = [r for r in _store_rows(run_dir, light) if r["perturbation"] == "none" and r["error"] is None]
+    for key in runs["detection"]:
+        rows = clean[("detection", key)]
         n_pred = len(rows[0]["probs"]) if rows else 3
         cm = np.zeros((3, n_pred), dtype=np.int64)
         for r in rows:

@@ -34,7 +34,7 @@ from bench.metrics.base import Metric
 from bench.protocol import MetricSpec, Protocol
 from bench.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
-from bench.types import LabelSpace
+from bench.types import TAMPERED, LabelSpace
 
 BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mode": "binary_on_ternary"}}
 """Metrics that implement the BinaryOnTernary rule, and the parameters that switch it on."""
@@ -169,7 +169,6 @@ def _score_legacy(metric: Metric, rows: pa.Table, probs_space: str, protocol: Pr
     """
     if probs_space != LabelSpace.TERNARY.value:
         return MetricResult(skipped="SIDA legacy metrics need ternary probabilities")
-    tampered = 2
     no_pred = 0
     for start in range(0, rows.num_rows, MASK_CHUNK):
         chunk = rows.slice(start, MASK_CHUNK).to_pylist()
@@ -178,7 +177,7 @@ def _score_legacy(metric: Metric, rows: pa.Table, probs_space: str, protocol: Pr
             gt = decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] is not None else None
             if r["pred_mask"] is not None:
                 pred = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"])
-            elif r["label"] == tampered and gt is not None:
+            elif r["label"] == TAMPERED and gt is not None:
                 pred, no_pred = np.zeros(gt.shape, dtype=np.float32), no_pred + 1
             else:
                 pred = None

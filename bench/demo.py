@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from bench.progress import STDERR
+from bench.reproducibility.claims import AucSummary, Claim, demo_claims, write_claims
+from bench.reproducibility.tolerance import table_sizes, write_sizes
 
 DEMO_THREADS = 2
 QUICK_PER_CLASS = {"train": 60, "validation": 20, "test": 30}
@@ -73,6 +75,7 @@ class DemoResult:
     figures: list[Path]
     seconds: float
     training: dict[str, dict[str, Any]]
+    claims: list[Claim]
 
 
 def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: int = 0,
@@ -100,12 +103,15 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
         runs = _run_protocols(models, weights, roots, out_dir, device)
         STDERR.print("[bold]4/4[/] tables and figures")
         tables = _write_tables(runs, out_dir / "tables")
-        figures = _write_figures(runs, models, out_dir / "figures")
+        clean = _clean_rows(runs)
+        figures = _write_figures(runs, clean, out_dir / "figures")
+        claims = demo_claims(out_dir / "tables", _aucs(clean, models))
+        tables.append(write_claims(claims, out_dir / "tables"))
         (out_dir / "training.json").write_text(json.dumps(training, indent=2, sort_keys=True, default=str) + "\n")
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    return DemoResult(out_dir, tables, figures, time.time() - started, training)
+    return DemoResult(out_dir, tables, figures, time.time() - started, training, claims)
 
 
 def _train(m: DemoModel, data_root: Path, out_dir: Path, quick: bool, device: str,
@@ -160,10 +166,13 @@ def _write_tables(runs: dict[str, dict[str, Path]], out: Path) -> list[Path]:
     from bench.tables import write_tables
 
     paths: list[Path] = []
+    entries = {}
     for kind, by_model in runs.items():
         if by_model:
             results = [load_results(d) for d in by_model.values()]
             paths += write_tables(results, out, kinds=[kind], names=list(by_model))
+            entries[kind] = [e for r in results for e in r.entries]
+    paths.append(write_sizes(table_sizes(entries), out))
     return paths
 
 
@@ -173,21 +182,46 @@ def _store_rows(run_dir: Path, columns: list[str] | None = None) -> list[dict[st
     return PredictionStore(run_dir / "predictions").read(columns).to_pylist()
 
 
-def _write_figures(runs: dict[str, dict[str, Path]], models: Sequence[DemoModel], out: Path) -> list[Path]:
+CleanRows = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def _clean_rows(runs: dict[str, dict[str, Path]]) -> CleanRows:
+    """Clean-condition, error-free store rows of the detection and cross-dataset runs, read once."""
+    light = ["sample_id", "label", "probs", "perturbation", "error"]
+    return {(kind, key): [r for r in _store_rows(run_dir, light) if r["perturbation"] == "none" and r["error"] is None]
+            for kind in ("detection", "cross_dataset") for key, run_dir in runs[kind].items()}
+
+
+def _real_vs_fake(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (1 = fake) and p_fake = 1 − p_real of clean rows (ternary and binary models alike)."""
+    return np.array([int(r["label"] != 0) for r in rows]), np.array([1.0 - r["probs"][0] for r in rows])
+
+
+def _aucs(clean: CleanRows, models: Sequence[DemoModel]) -> dict[str, dict[str, AucSummary]]:
+    """Real-vs-fake AUC per table row label: in domain on fully synthetic vs real sid-mini test
+    images (like dmimage-mini's fakes), and held out on dmimage-mini."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = {m.key: m.spec for m in models}
+    out: dict[str, dict[str, AucSummary]] = {"in_domain": {}, "held_out": {}}
+    for (kind, key), rows in clean.items():
+        if kind == "detection":
+            rows = [r for r in rows if r["label"] != 2]
+        y, score = _real_vs_fake(rows)
+        if 0 < y.sum() < len(y):
+            name = "in_domain" if kind == "detection" else "held_out"
+            out[name][labels[key]] = AucSummary(float(roc_auc_score(y, score)), int((y == 0).sum()), int(y.sum()))
+    return out
+
+
+def _write_figures(runs: dict[str, dict[str, Path]], clean: CleanRows, out: Path) -> list[Path]:
     from bench import figures
     from bench.results import load_results
     from bench.types import LabelSpace
 
     paths: list[Path] = []
-    light = ["sample_id", "label", "probs", "perturbation", "error"]
-    clean = {(kind, key): [r for r in _store_rows(run_dir, light) if r["perturbation"] == "none" and r["error"] is None]
-             for kind in ("detection", "cross_dataset") for key, run_dir in runs[kind].items()}
     for kind, title in (("detection", "sid-mini test: real vs fake"), ("cross_dataset", "dmimage-mini: real vs fake")):
-        curves = {}
-        for key in runs[kind]:
-            rows = clean[(kind, key)]
-            y = np.array([int(r["label"] != 0) for r in rows])
-            curves[key] = (y, np.array([1.0 - r["probs"][0] for r in rows]))
+        curves = {key: _real_vs_fake(clean[(kind, key)]) for key in runs[kind]}
         paths.append(figures.roc_curves(curves, out / f"roc_{PROTOCOLS[kind]}.png", f"ROC, {title}"))
     for key in runs["detection"]:
         rows = clean[("detection", key)]

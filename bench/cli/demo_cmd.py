@@ -20,6 +20,7 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.demo import run_demo
+    from bench.reproducibility.claims import format_claims
 
     device = "cpu" if args.device == "auto" else args.device
     result = run_demo(args.out, quick=args.quick, device=device, seed=args.seed)
@@ -28,7 +29,10 @@ def handle(args: argparse.Namespace) -> int:
         path = args.out / "tables" / f"{kind}.md"
         if path.is_file():
             console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
-    console.print(f"Tables:  {args.out / 'tables'} (md, tex, csv)")
+    if result.claims:
+        console.print("Claims (margins: bench/reproducibility/claims.py):\n" + format_claims(result.claims),
+                      markup=False, highlight=False)
+    console.print(f"Tables:  {args.out / 'tables'} (md, tex, csv; sizes.json, claims.json)")
     console.print(f"Figures: {args.out / 'figures'}")
     console.print(f"Runs:    {args.out / 'runs'} (predictions, results.json per protocol and model)")
     console.print(f"Done in {result.seconds:.0f} s.")

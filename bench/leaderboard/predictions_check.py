@@ -100,7 +100,9 @@ def check_frame(frame: pd.DataFrame, protocol: Protocol, report: Report) -> list
         ok = True
         for col, v in zip(cols, row):
             if not np.isfinite(v):
-                report(i + 1, col, f"{frame[col].iloc[i]!r} is not a finite number")
+                raw = frame[col].iloc[i]
+                report(i + 1, col, f"{raw!r} is not a finite number" if isinstance(raw, str)
+                       else f"{raw} is empty or not a finite number")
                 ok = False
             elif not 0.0 <= v <= 1.0:
                 report(i + 1, col, f"{v} is outside [0, 1]")

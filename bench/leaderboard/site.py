@@ -64,6 +64,13 @@ def build_site(inputs: list[Path], out: str | Path) -> dict[str, Any]:
     return data
 
 
+def write_demo_leaderboard(demo_dir: str | Path) -> Path:
+    """The demo's leaderboard: ``DEMO_DIR/leaderboard/`` from the runs in ``DEMO_DIR/runs/``."""
+    site = Path(demo_dir) / "leaderboard"
+    build_site([Path(demo_dir) / "runs"], site)
+    return site / "index.html"
+
+
 def _stat(s: Stat) -> dict[str, Any]:
     return {"value": s.value, "ci": list(s.ci) if s.ci else None}
 

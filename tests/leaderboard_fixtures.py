@@ -81,7 +81,8 @@ def frame(p: np.ndarray, n: int = N, perturbations: tuple[str, ...] = ("none", "
 
 def manifest(**over: Any) -> dict[str, Any]:
     data = {"schema_version": 1,
-            "method": {"name": "TestNet", "version": "1.0", "authors": ["A. Tester"], "code": "https://example.org/testnet"},
+            "method": {"name": "TestNet", "version": "1.0", "authors": ["A. Tester"],
+                       "code": "https://example.org/testnet"},
             "weights_sha256": "closed", "training_data": "runner_fake train", "used_test_data": False,
             "predictions": [{"protocol": "lb_fake", "version": 1, "file": "preds.csv"}]}
     data.update(over)

@@ -61,7 +61,8 @@ def test_every_problem_is_reported_with_file_row_and_column(protos: dict[str, Pa
     expected = [
         "preds.csv: row 4, column prob_real: 1.5 is outside [0, 1]",
         "preds.csv: row 6, column sample_id: 'real/9999' is not in runner_fake/test",
-        "preds.csv: row 8, column perturbation: 'runner_halff()' is not a condition of the protocol; did you mean 'runner_half()'?",
+        "preds.csv: row 8, column perturbation: 'runner_halff()' is not a condition of the protocol; "
+        "did you mean 'runner_half()'?",
         "preds.csv: row 10, column prob_tampered: nan is empty or not a finite number",
         "preds.csv: row 11, column prob_real,prob_full_synthetic,prob_tampered: probabilities sum to",
         "preds.csv, column extra: unknown column",
@@ -92,9 +93,11 @@ def test_cli_exits_2_and_prints_all_problems(protos: dict[str, Path], tmp_path: 
     (lambda m: m["method"].pop("code"), "column method: Value error, give a paper or a code link"),
     (lambda m: m["method"].update(authors=[]), "column method.authors: List should have at least 1 item"),
     (lambda m: m.update(colour="red"), "column colour: Extra inputs are not permitted"),
-    (lambda m: m["method"].update(code="javascript:alert(1)"), "column method.code: Value error, must be an http(s) URL"),
+    (lambda m: m["method"].update(code="javascript:alert(1)"),
+     "column method.code: Value error, must be an http(s) URL"),
     (lambda m: m["predictions"][0].update(protocol="lb_fakee"), "unknown protocol 'lb_fakee'; did you mean 'lb_fake'?"),
-    (lambda m: m["predictions"][0].update(version=2), "protocol lb_fake is at version 1; the submission claims version 2"),
+    (lambda m: m["predictions"][0].update(version=2),
+     "protocol lb_fake is at version 1; the submission claims version 2"),
     (lambda m: m.pop("used_test_data"), "column used_test_data: Field required"),
 ])
 def test_manifest_errors(protos: dict[str, Path], tmp_path: Path, edit, expected: str) -> None:
@@ -160,9 +163,11 @@ def test_hostile_masks_are_refused_and_nothing_outside_is_touched(protos: dict[s
     df.loc[11, "mask_path"] = "bomb.png"
     lf.write_submission(sub, df)
     found = problems_of(sub)
-    assert "preds.csv: row 3, column mask_path: mask '../outside.png' leaves the submission folder ('..' is not allowed)" in found
+    assert ("preds.csv: row 3, column mask_path: mask '../outside.png' leaves the submission folder "
+            "('..' is not allowed)") in found
     assert any(p.startswith("preds.csv: row 6, column mask_path: mask") and "is an absolute path" in p for p in found)
-    assert "preds.csv: row 9, column mask_path: mask 'link.png' is a symlink that points outside the submission folder" in found
+    assert ("preds.csv: row 9, column mask_path: mask 'link.png' is a symlink that points outside the "
+            "submission folder") in found
     assert any(p.startswith("preds.csv: row 12, column mask_path: mask bomb.png: ") and
                ("decompression bomb" in p or "limit" in p) for p in found), found
     assert "link.png: symlink points outside the submission folder; refused" in found

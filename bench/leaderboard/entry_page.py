@@ -38,8 +38,8 @@ def write_entry(entry: Entry, boards: list[Board], site: Path) -> list[str]:
                 "masks.png": "Tampered images: ground truth vs predicted masks (p > 0.5 in red)"}
     for name in figures:
         body.append(f'<h2>{esc(captions[name])}</h2>\n<img src="{name}" alt="{esc(captions[name])}">')
-    (folder / "index.html").write_text(page(f"{entry.label} — {entry.protocol.name}", "\n".join(b for b in body if b), 2),
-                                       encoding="utf-8")
+    html = page(f"{entry.label} — {entry.protocol.name}", "\n".join(b for b in body if b), 2)
+    (folder / "index.html").write_text(html, encoding="utf-8")
     return ["index.html", "results.json", *figures]
 
 
@@ -57,7 +57,8 @@ def _identity(entry: Entry) -> str:
             ("Weights sha256", f'<span class="mono">{esc(m.get("weights_sha256") or "–")}</span>'),
             ("Protocol", f'<a href="../../{protocol_file(entry)}">{esc(r.protocol.name)} v{r.protocol.version}</a>'),
             ("Protocol sha256", f'<span class="mono">{esc(r.protocol.sha256)}</span>'),
-            ("Created", esc(r.created)), ("Code commit", f'<span class="mono">{esc(r.environment.get("git_commit"))}</span>'),
+            ("Created", esc(r.created)),
+            ("Code commit", f'<span class="mono">{esc(r.environment.get("git_commit"))}</span>'),
             ("Results", '<a href="results.json">results.json</a>')]
     if sub:
         rows += [("Authors", esc(", ".join(method.get("authors", [])))), ("Version", esc(method.get("version", ""))),

@@ -130,8 +130,8 @@ def board_page(board: Board) -> str:
                     f"{board.bootstrap['n_resamples']} resamples (seed {board.bootstrap['seed']}); "
                     f"significant when p &lt; {ALPHA}.</p>\n"
                     + table([("Method", True)] + [(r.entry.label, False) for r in board.rows], rows, css="plain"))
-    body.append(f"<h2>Conventions</h2>\n<pre class=\"mono\">{esc(json.dumps(board.convention, indent=2, sort_keys=True))}"
-                "</pre>")
+    conventions = esc(json.dumps(board.convention, indent=2, sort_keys=True))
+    body.append(f'<h2>Conventions</h2>\n<pre class="mono">{conventions}</pre>')
     return page(board.title, "\n".join(body), 1)
 
 

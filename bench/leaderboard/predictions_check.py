@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.leaderboard.safety import LIMITS, Limits, Problem, Refused, confined, mask_header, read_utf8
+from bench.leaderboard.safety import LIMITS, Limits, Refused, confined, mask_header, read_utf8
 from bench.predictions_import import PROB_TOLERANCE
 from bench.protocol import CLEAN, Protocol
 from bench.types import LabelSpace
@@ -32,7 +32,7 @@ MISSING_EXAMPLES = 3
 Report = Callable[[int | None, str | None, str], None]
 
 
-def read_frame(path: Path, rel: str, report: Report, limits: Limits = LIMITS) -> pd.DataFrame | None:
+def read_frame(path: Path, report: Report, limits: Limits = LIMITS) -> pd.DataFrame | None:
     """The file as a frame of strings and numbers, or None (after reporting why)."""
     suffix = path.suffix.lower()
     if suffix not in FORMATS:

@@ -22,6 +22,7 @@ ranks above one with a higher value). Entries with equal rank are tied.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -186,8 +187,6 @@ def _board(cands: list[_Candidate]) -> Board:
 
 
 def _short(convention: dict[str, Any]) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(convention, sort_keys=True).encode()).hexdigest()[:6]
 
 

@@ -54,7 +54,8 @@ def build_site(inputs: list[Path], out: str | Path) -> dict[str, Any]:
         write_entry(entry, boards, site)
         target = site / protocol_file(entry)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(entry.results.protocol.resolved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        resolved = json.dumps(entry.results.protocol.resolved, indent=2, sort_keys=True)
+        target.write_text(resolved + "\n", encoding="utf-8")
     unranked = [(e.slug, e.label, reason) for e, reason in skipped]
     (site / "index.html").write_text(index_page(boards, unranked), encoding="utf-8")
     data = leaderboard_data(boards, entries, unranked)

@@ -159,7 +159,8 @@ def _protocol(name: str, version: int, where: str, report: Any) -> Protocol | No
         import difflib
 
         hint = difflib.get_close_matches(name, list(bundled), n=1)
-        report(None, f"{where}.protocol", f"unknown protocol {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        report(None, f"{where}.protocol",
+               f"unknown protocol {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
         return None
     protocol = load_protocol(name)
     if protocol.version != version:
@@ -172,7 +173,7 @@ def _protocol(name: str, version: int, where: str, report: Any) -> Protocol | No
 def _check_file(root: Path, rel: str, path: Path, protocol: Protocol, data_roots: dict[str, Path],
                 problems: list[Problem], limits: Limits) -> None:
     report = _reporter(problems, rel)
-    frame = read_frame(path, rel, report, limits)
+    frame = read_frame(path, report, limits)
     if frame is None:
         return
     keys = check_frame(frame, protocol, report)

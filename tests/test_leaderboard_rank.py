@@ -132,3 +132,18 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_site(protos: dict[str, Path
     with pytest.raises(UserError, match="is not a leaderboard site"):
         build_site([a], tmp_path / "precious")
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "x"
+
+
+def test_cli_build_and_unranked_entries(protos: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+
+    scored(tmp_path, "A", lf.probs(0.7, seed=4, n=60))
+    df = lf.frame(lf.probs(0.7, seed=4, n=60), n=60)
+    man = lf.manifest(predictions=[{"protocol": "lb_fake", "version": 1, "file": "preds.csv"}])
+    lf.write_submission(tmp_path / "subs" / "cli", df, man)
+    assert main(["submit", "score", str(tmp_path / "subs" / "cli"), "--out", str(tmp_path / "results" / "cli")]) == 0
+    assert main(["leaderboard", "build", str(tmp_path / "results"), "--out", str(tmp_path / "site")]) == 0
+    assert "1 boards, 2 ranked entries, 0 not ranked" in capsys.readouterr().out
+    assert main(["leaderboard", "build", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s2")]) == 2
+    assert "No results folder at" in capsys.readouterr().err

@@ -148,21 +148,22 @@ def _candidates(entry: Entry, skipped: list[tuple[Entry, str]]) -> Iterator[_Can
         scored = [e.perturbation.key for e in entry.results.entries if (e.dataset, e.split) == (spec.name, spec.split)]
         conditions = scored if kind == "robustness" else [CLEAN]
         metrics = []
+        recorded = {e.perturbation.key: e.metrics.get(main) for e in entry.results.entries
+                    if (e.dataset, e.split) == (spec.name, spec.split)}
         for cond in conditions:
             rows = entry.rows(spec.name, spec.split, cond)
             metric = rebuild_metric(main, rows, protocol) if rows is not None else None
             if metric is None:
+                result = recorded.get(cond)
+                why = result.skipped if result is not None and result.skipped else "no predictions"
+                skipped.append((entry, f"{spec.name}/{spec.split} ({cond}): {main} not scored: {why}"))
                 break
             metrics.append((cond, metric))
         else:
-            result = next(e for e in entry.results.entries if (e.dataset, e.split, e.perturbation.key)
-                          == (spec.name, spec.split, CLEAN)).metrics.get(main)
+            result = recorded.get(CLEAN)
             convention = dict(result.convention) if result is not None else {}
             yield _Candidate(entry, kind, spec.name, spec.split, metrics, convention,
                              sample_set_hash(clean), clean.num_rows)
-            continue
-        skipped.append((entry, f"{spec.name}/{spec.split}: the main metric {main!r} was skipped or a condition "
-                               "has no predictions"))
 
 
 def _board(cands: list[_Candidate]) -> Board:

@@ -212,6 +212,12 @@ def test_archives_are_unpacked_safely(protos: dict[str, Path], tmp_path: Path) -
         with opened(evil):
             pass
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("preds.csv", b"0" * (64 * 1024 * 1024))  # 64 MiB of zeros in about 64 KiB
+    with pytest.raises(UserError, match=r"member 'preds.csv' unpacks past the size limit"):
+        with opened(bomb):
+            pass
     link = tmp_path / "link.tar"
     with tarfile.open(link, "w") as tf:
         info = tarfile.TarInfo("preds.csv")

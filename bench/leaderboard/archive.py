@@ -3,8 +3,9 @@ into a fresh temporary folder that is removed afterwards.
 
 Refused (nothing is written outside the temporary folder): absolute member names, ``..``,
 links and device members, more than ``Limits.files`` members, a member larger than
-``Limits.predictions`` or a total larger than ``Limits.total`` (counted while copying, so a
-lying header does not help).
+``Limits.predictions``, or a total larger than ``Limits.total`` or than ``MAX_RATIO`` times the
+archive's own size (a zip bomb stops after a few bytes per byte of archive). Bytes are counted
+while copying, so a lying header does not help.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from bench.leaderboard.safety import LIMITS, Limits
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHUNK = 1 << 20
+MAX_RATIO = 200
+"""Largest accepted ratio of unpacked bytes to archive bytes (CSV compresses about 5-10x)."""
 
 
 def is_archive(path: Path) -> bool:
@@ -59,13 +62,13 @@ def _copy(src: IO[bytes], target: Path, archive: Path, name: str, budget: list[i
             written += len(chunk)
             budget[0] -= len(chunk)
             if written > limits.predictions or budget[0] < 0:
-                raise UserError(f"{archive}: member {name!r} unpacks past the size limit "
-                                f"({limits.predictions:,} bytes per file, {limits.total:,} in all); refused")
+                raise UserError(f"{archive}: member {name!r} unpacks past the size limit ({limits.predictions:,} "
+                                f"bytes per file; {MAX_RATIO}x the archive or {limits.total:,} in all); refused")
             out.write(chunk)
 
 
 def _unpack(archive: Path, dest: Path, limits: Limits) -> None:
-    budget = [limits.total]
+    budget = [min(limits.total, MAX_RATIO * archive.stat().st_size + CHUNK)]
     if archive.name.lower().endswith(".zip"):
         try:
             zf = zipfile.ZipFile(archive)

@@ -110,6 +110,7 @@ def test_rebuild_is_byte_identical_and_data_files_agree(protos: dict[str, Path],
     b = scored(tmp_path, "B", lf.probs(0.9, seed=5, n=60))
     data = build_site([a, b], tmp_path / "site")
     one = _tree(tmp_path / "site")
+    build_site([tmp_path / "results"], tmp_path / "results" / "site")  # a site below the inputs is not an input
     build_site([tmp_path / "results"], tmp_path / "site")  # in place, inputs found in another order
     two = _tree(tmp_path / "site")
     assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)
@@ -147,3 +148,10 @@ def test_cli_build_and_unranked_entries(protos: dict[str, Path], tmp_path: Path,
     assert "1 boards, 2 ranked entries, 0 not ranked" in capsys.readouterr().out
     assert main(["leaderboard", "build", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s2")]) == 2
     assert "No results folder at" in capsys.readouterr().err
+
+
+def test_undefined_differences_give_no_p_value() -> None:
+    nan = np.full(5, np.nan)
+    assert np.isnan(paired_p_value(nan, nan))
+    assert paired_p_value(np.ones(9), np.zeros(9)) == pytest.approx(2 / 10)
+    assert paired_p_value(np.zeros(9), np.zeros(9)) == 1.0

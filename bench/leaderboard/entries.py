@@ -28,6 +28,9 @@ from bench.scoring import BINARY_ON_TERNARY_PARAMS, MASK_CHUNK
 from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
 from bench.types import TAMPERED, LabelSpace
 
+SITE_MARKER = ".sida-leaderboard"
+"""The file that marks a built site (its copied results files are never read back as entries)."""
+
 LIGHT_PARAMS: dict[str, dict[str, Any]] = {"binary_detection": {"per_group": False}}
 """Options that only drop keys no board column reads (per-group keys: the breakdown masks rows
 instead), so that each resample is cheaper. They change no value the leaderboard shows."""
@@ -64,12 +67,17 @@ def find_results(inputs: list[Path]) -> list[Path]:
         elif (p / RESULTS_FILE).is_file():
             found.add(p.resolve())
         elif p.is_dir():
-            found.update(r.parent.resolve() for r in p.rglob(RESULTS_FILE) if "predictions" not in r.parts)
+            found.update(r.parent.resolve() for r in p.rglob(RESULTS_FILE) if not _inside_site(r, p))
         else:
             raise UserError(f"No results folder at {p}")
     if not found:
         raise UserError(f"No results.json under {', '.join(map(str, inputs))}")
     return sorted(found)
+
+
+def _inside_site(path: Path, top: Path) -> bool:
+    rel = path.parent.relative_to(top)
+    return any((top / Path(*rel.parts[:i]) / SITE_MARKER).is_file() for i in range(len(rel.parts) + 1))
 
 
 def load_entries(inputs: list[Path]) -> list[Entry]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,7 +125,8 @@ def board_page(board: Board) -> str:
             cells = []
             for other in slugs:
                 p = board.p_values.get((r.entry.slug, other), board.p_values.get((other, r.entry.slug)))
-                cells.append("<td>–</td>" if p is None else f'<td data-v="{p!r}">{p:.3f}</td>')
+                defined = p is not None and math.isfinite(p)
+                cells.append(f'<td data-v="{p!r}">{p:.3f}</td>' if defined else "<td>–</td>")
             rows.append(f"<tr>{method_cell(r, 1)}{''.join(cells)}</tr>")
         body.append(f"<h2>Paired test p-values</h2>\n<p>{esc(TEST_NAME)} of the ranking metric, "
                     f"{board.bootstrap['n_resamples']} resamples (seed {board.bootstrap['seed']}); "

@@ -20,32 +20,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.leaderboard.entries import Entry, load_entries
+from bench.leaderboard.entries import SITE_MARKER, Entry, load_entries
 from bench.leaderboard.entry_page import protocol_file, write_entry
 from bench.leaderboard.pages import CSS, board_page, index_page
 from bench.leaderboard.ranking import ALPHA, TEST_NAME, Board, Stat, build_boards
 from bench.progress import track
 
 SITE_SCHEMA_VERSION = 1
-MARKER = ".sida-leaderboard"
 
 
 def build_site(inputs: list[Path], out: str | Path) -> dict[str, Any]:
     """Build the site into ``out`` from results folders under ``inputs``; the leaderboard data."""
     site = Path(out)
-    if site.exists() and any(site.iterdir()) and not (site / MARKER).is_file():
+    if site.exists() and any(site.iterdir()) and not (site / SITE_MARKER).is_file():
         raise UserError(f"{site} exists and is not a leaderboard site; choose an empty or new --out")
     entries = load_entries([Path(p) for p in inputs])
     boards, skipped = build_boards(entries)
     if site.exists():
         shutil.rmtree(site)
     site.mkdir(parents=True)
-    (site / MARKER).write_text("built by sida-bench leaderboard build\n", encoding="utf-8")
+    (site / SITE_MARKER).write_text("built by sida-bench leaderboard build\n", encoding="utf-8")
     (site / "style.css").write_text(CSS, encoding="utf-8")
     (site / "boards").mkdir()
     for board in boards:
@@ -97,7 +97,8 @@ def leaderboard_data(boards: list[Board], entries: list[Entry], unranked: list[t
                            "sample_set_sha256": b.sample_hash, "ranking_metric": b.columns[0].label,
                            "ranking_metric_description": b.main_description, "convention": b.convention,
                            "bootstrap": b.bootstrap, "apart": b.apart, "entries": rows,
-                           "p_values": [{"a": a, "b": c, "p": p} for (a, c), p in sorted(b.p_values.items())]})
+                           "p_values": [{"a": a, "b": c, "p": p if math.isfinite(p) else None}
+                                        for (a, c), p in sorted(b.p_values.items())]})
     return {"schema_version": SITE_SCHEMA_VERSION, "test": TEST_NAME, "alpha": ALPHA,
             "rank_rule": "1 + number of entries significantly better (p < alpha), non-decreasing down the table",
             "boards": out_boards, "entries": sorted(e.slug for e in entries),

@@ -78,6 +78,20 @@ def used_test_badge(model: dict[str, Any]) -> str:
     return ' <span class="tie">(used test data)</span>' if sub.get("used_test_data") else ""
 
 
+def links_cell(row: Row, depth: int) -> str:
+    """results.json, the code link of a submission, and the weights sha256 (first 12 digits)."""
+    up = "../" * depth
+    e = row.entry
+    parts = [f'<a href="{up}entries/{e.slug}/results.json">results.json</a>']
+    code = ((e.model.get("submission") or {}).get("method") or {}).get("code")
+    if isinstance(code, str) and code.startswith(("https://", "http://")):
+        parts.append(f'<a href="{esc(code)}" rel="nofollow noopener">code</a>')
+    weights = e.model.get("weights_sha256")
+    if weights:
+        parts.append(f'weights <span class="mono" title="{esc(weights)}">{esc(str(weights)[:12])}</span>')
+    return f'<td class="text" data-v="{esc(e.slug)}">{" · ".join(parts)}</td>'
+
+
 def rank_cell(row: Row) -> str:
     tie = ' <span class="tie">tie</span>' if row.tied else ""
     return f'<td data-v="{row.rank}">{row.rank}{tie}</td>'
@@ -91,19 +105,22 @@ def method_note() -> str:
 
 
 def board_section(board: Board, depth: int, link: bool) -> str:
+    """A board's ranking table, under a linked heading (``link``) or none (on its own page)."""
     up = "../" * depth
-    title = f'<a href="{up}boards/{board.slug}.html">{esc(board.title)}</a>' if link else esc(board.title)
+    heading = f'<h2><a href="{up}boards/{board.slug}.html">{esc(board.title)}</a></h2>\n' if link else ""
     apart = (f'<p class="note apart">Shown apart from the main {esc(board.protocol)} board: {esc(board.apart)}. '
              f'Entries here are never ranked against those.</p>') if board.apart else ""
     headers = [("Rank", False), ("Method", True)] + [(c.label, False) for c in board.columns]
     if board.kind == "robustness" and board.rows:
         headers += [(label, False) for label, _ in board.rows[0].conditions]
+    headers.append(("Details", True))
     rows = []
     for r in board.rows:
         cells = [rank_cell(r), method_cell(r, depth)] + [stat_cell(s) for s in r.columns]
         cells += [stat_cell(s) for _, s in r.conditions]
+        cells.append(links_cell(r, depth))
         rows.append(f'<tr data-slug="{r.entry.slug}">' + "".join(cells) + "</tr>")
-    return (f"<h2>{title}</h2>\n{apart}<p>Ranking metric: <b>{esc(board.columns[0].label)}</b> — "
+    return (f"{heading}{apart}<p>Ranking metric: <b>{esc(board.columns[0].label)}</b> — "
             f"{esc(board.main_description)}. {board.n_samples} samples; protocol sha256 "
             f'<span class="mono">{esc(board.sha256)}</span>.</p>\n'
             + table(headers, rows).replace('<table class="sortable">', '<table class="sortable ranking">', 1))

@@ -5,6 +5,7 @@ hostile submissions refused without touching anything outside the folder, scores
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import tarfile
@@ -84,6 +85,11 @@ def test_cli_exits_2_and_prints_all_problems(protos: dict[str, Path], tmp_path: 
     err = capsys.readouterr().err
     assert "problem(s); the submission is refused" in err
     assert "row 1, column prob_real: -1.0 is outside" in err and "row 2, column prob_real: 2.0 is outside" in err
+    assert main(["submit", "validate", str(tmp_path / "sub"), "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is False
+    expected = {"file": "preds.csv", "row": 1, "column": "prob_real", "message": "-1.0 is outside [0, 1]"}
+    assert expected in report["problems"]
     lf.write_submission(tmp_path / "ok", lf.frame(lf.probs(0.7)))
     assert main(["submit", "validate", str(tmp_path / "ok")]) == 0
 

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                        "probabilities, masks and file sizes. Exit 2 when anything is wrong.")
     v.add_argument("submission", type=Path, metavar="DIR", help="submission folder, .zip/.tar(.gz), or run folder")
     v.add_argument("--data-root", action="append", metavar="DATASET=PATH", help="where a dataset lives (repeatable)")
-    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.add_argument("--json", action="store_true",
+                   help="print the result (or every problem: file, row, column, message) as JSON; exit 2 if invalid")
     v.set_defaults(handler=handle_validate)
     s = actions.add_parser("score", parents=[common], help="validate, then score a submission",
                            description="Write RESULTS/<protocol>/{results.json, predictions/, tables/} per protocol.")
@@ -35,10 +36,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def handle_validate(args: argparse.Namespace) -> int:
     from bench.leaderboard.archive import opened
-    from bench.leaderboard.validate import validate_submission
+    from bench.leaderboard.validate import SubmissionInvalid, validate_submission
 
     with opened(args.submission) as folder:
-        valid = validate_submission(folder, parse_data_roots(args.data_root))
+        try:
+            valid = validate_submission(folder, parse_data_roots(args.data_root))
+        except SubmissionInvalid as exc:
+            if not args.json:
+                raise
+            problems = [{"file": p.file, "row": p.row, "column": p.column, "message": p.message} for p in exc.problems]
+            print(json.dumps({"valid": False, "problems": problems}, indent=2))
+            return 2
         protocols = [f"{pf.protocol.name} v{pf.protocol.version}" for pf in valid.files]
     if args.json:
         print(json.dumps({"valid": True, "run_folder": valid.run, "protocols": protocols}, indent=2))

@@ -1,8 +1,8 @@
 """Submissions, protocols and scored entries for the leaderboard tests (runner_fake data).
 
-``bundle(monkeypatch, folder)`` writes two tiny protocols and makes them "bundled" for the
-test (``lb_fake`` v1: ternary detection + localization, clean + ``runner_half``;
-``lb_fake_v2``: the same at version 2). Sample i of runner_fake has label i % 3 and size
+``bundle(monkeypatch, folder)`` writes three tiny protocols and makes them "bundled" for the
+test (``lb_fake`` v1: ternary detection + localization, clean + ``runner_half``, Table 2 layout;
+``lb_fake_v2``: the same at version 2; ``lb_fake_robustness``: the same in the Table 4 layout). Sample i of runner_fake has label i % 3 and size
 (20 + (i % 4) * 4, 24 + (i % 3) * 4); tampered samples have a mask.
 """
 
@@ -35,7 +35,7 @@ metrics:
   - name: localization
 bootstrap: {{n: 200, seed: 0}}
 tables:
-  - {{kind: detection}}
+  - {{kind: {kind}}}
 """
 
 
@@ -50,9 +50,10 @@ def bundle(monkeypatch: Any, folder: Path, n: int = N) -> dict[str, Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, version in (("lb_fake", 1), ("lb_fake_v2", 2)):
+    for name, version, kind in (("lb_fake", 1, "detection"), ("lb_fake_v2", 2, "detection"),
+                                ("lb_fake_robustness", 1, "robustness")):
         paths[name] = folder / f"{name}.yaml"
-        paths[name].write_text(PROTOCOL.format(version=version, name=name, n=n), encoding="utf-8")
+        paths[name].write_text(PROTOCOL.format(version=version, name=name, n=n, kind=kind), encoding="utf-8")
     real = pf.bundled_protocols
     monkeypatch.setattr(pf, "bundled_protocols", lambda: {**real(), **paths})
     return paths

@@ -155,3 +155,20 @@ def test_undefined_differences_give_no_p_value() -> None:
     assert np.isnan(paired_p_value(nan, nan))
     assert paired_p_value(np.ones(9), np.zeros(9)) == pytest.approx(2 / 10)
     assert paired_p_value(np.zeros(9), np.zeros(9)) == 1.0
+
+
+def test_robustness_board_ranks_the_mean_over_conditions(protos: dict[str, Path], tmp_path: Path) -> None:
+    for name, quality in (("A", 0.8), ("B", 0.5)):
+        scored(tmp_path, name, lf.probs(quality, seed=len(name), n=60), protocol="lb_fake_robustness")
+    [board] = board_of(tmp_path)
+    assert board.kind == "robustness" and [r.entry.label for r in board.rows] == ["A 1", "B 1"]
+    for row in board.rows:
+        recorded = {e.perturbation.label: e.metrics["ternary_detection"].values["accuracy"]
+                    for e in row.entry.results.entries}
+        assert [label for label, _ in row.conditions] == ["Clean", "Half"]
+        for label, stat in row.conditions:
+            assert stat.value == pytest.approx(recorded[label].value)
+            assert stat.ci == pytest.approx(recorded[label].ci)
+        assert row.main.value == pytest.approx(np.mean([v.value for v in recorded.values()]))
+        lo, hi = row.main.ci
+        assert lo <= row.main.value <= hi

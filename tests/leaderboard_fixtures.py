@@ -2,7 +2,8 @@
 
 ``bundle(monkeypatch, folder)`` writes three tiny protocols and makes them "bundled" for the
 test (``lb_fake`` v1: ternary detection + localization, clean + ``runner_half``, Table 2 layout;
-``lb_fake_v2``: the same at version 2; ``lb_fake_robustness``: the same in the Table 4 layout). Sample i of runner_fake has label i % 3 and size
+``lb_fake_v2``: the same at version 2; ``lb_fake_robustness`` and ``lb_fake_localization``: the
+same in the Table 4 and Table 3 layouts). Sample i of runner_fake has label i % 3 and size
 (20 + (i % 4) * 4, 24 + (i % 3) * 4); tampered samples have a mask.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from PIL import Image
 
 import tests.runner_fixtures  # noqa: F401  (registers runner_fake and runner_half)
 
@@ -51,7 +53,7 @@ def bundle(monkeypatch: Any, folder: Path, n: int = N) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, version, kind in (("lb_fake", 1, "detection"), ("lb_fake_v2", 2, "detection"),
-                                ("lb_fake_robustness", 1, "robustness")):
+                                ("lb_fake_robustness", 1, "robustness"), ("lb_fake_localization", 1, "localization")):
         paths[name] = folder / f"{name}.yaml"
         paths[name].write_text(PROTOCOL.format(version=version, name=name, n=n, kind=kind), encoding="utf-8")
     real = pf.bundled_protocols
@@ -96,3 +98,21 @@ def write_submission(folder: Path, df: pd.DataFrame, man: dict[str, Any] | None 
     (folder / "submission.yaml").write_text(yaml.safe_dump(man or manifest(), sort_keys=False), encoding="utf-8")
     df.to_csv(folder / file, index=False)
     return folder
+
+
+def add_masks(folder: Path, df: pd.DataFrame, n: int = N, fill: float = 0.5, seed: int = 0) -> pd.DataFrame:
+    """``df`` with a ``mask_path`` for every tampered sample (clean and half), PNGs written under
+    ``folder/masks``: the top-left ``fill`` fraction of each side set to 230, plus seeded noise."""
+    rng = np.random.default_rng(seed)
+    df = df.copy()
+    df["mask_path"] = None
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(2, n, 3):
+        for half, row in ((False, i), (True, n + i)):
+            rel = f"masks/{i}{'h' if half else ''}.png"
+            h, w = size(i, half)
+            m = rng.integers(0, 100, size=(h, w)).astype(np.uint8)
+            m[: int(h * fill), : int(w * fill)] = 230
+            Image.fromarray(m).save(folder / rel)
+            df.loc[row, "mask_path"] = rel
+    return df

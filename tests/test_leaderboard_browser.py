@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import tests.leaderboard_fixtures as lf
 from bench.leaderboard.site import build_site
@@ -28,16 +26,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             df = lf.frame(lf.probs(quality, seed=len(name), n=N), n=N)
             sub = root / "subs" / name
             if masks:
-                df["mask_path"] = None
-                for i in range(2, N, 3):
-                    for half, row in ((False, i), (True, N + i)):
-                        rel = f"masks/{i}{'h' if half else ''}.png"
-                        (sub / "masks").mkdir(parents=True, exist_ok=True)
-                        h, w = lf.size(i, half)
-                        m = np.zeros((h, w), np.uint8)
-                        m[: h // 2, : w // 2] = 230
-                        Image.fromarray(m).save(sub / rel)
-                        df.loc[row, "mask_path"] = rel
+                df = lf.add_masks(sub, df, n=N)
             man = lf.manifest(method={"name": name.replace(" <b>", ""), "version": "1", "authors": ["T <script>"],
                                       "code": "https://example.org/code"})
             lf.write_submission(sub, df, man)

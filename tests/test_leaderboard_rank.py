@@ -172,3 +172,21 @@ def test_robustness_board_ranks_the_mean_over_conditions(protos: dict[str, Path]
         assert row.main.value == pytest.approx(np.mean([v.value for v in recorded.values()]))
         lo, hi = row.main.ci
         assert lo <= row.main.value <= hi
+
+
+def test_localization_board_uses_pixel_f1_from_the_masks(protos: dict[str, Path], tmp_path: Path) -> None:
+    for name, fill in (("Good", 0.5), ("Off", 0.9)):
+        df = lf.add_masks(tmp_path / "subs" / name, lf.frame(lf.probs(0.7, n=60), n=60), n=60, fill=fill)
+        man = lf.manifest(method={"name": name, "version": "1", "authors": ["T"], "code": "https://example.org/x"},
+                          predictions=[{"protocol": "lb_fake_localization", "version": 1, "file": "preds.csv"}])
+        lf.write_submission(tmp_path / "subs" / name, df, man)
+        score_submission(tmp_path / "subs" / name, tmp_path / "results" / name)
+    [board] = board_of(tmp_path)
+    assert board.kind == "localization" and [r.entry.label for r in board.rows] == ["Good 1", "Off 1"]
+    for row in board.rows:
+        clean = next(e for e in row.entry.results.entries if e.perturbation.key == CLEAN)
+        recorded = clean.metrics["localization"].values
+        for column, stat in zip(board.columns, row.columns):
+            assert stat.value == pytest.approx(recorded[column.keys[0]].value)
+            assert stat.ci == pytest.approx(recorded[column.keys[0]].ci)
+    assert board.rows[0].rank == 1 and board.rows[1].rank == 2

@@ -9,6 +9,7 @@ stopped at the first, and each names the file, the row and the column (or YAML k
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from bench.errors import UserError
-from bench.leaderboard.predictions_check import check_coverage, check_frame, check_mask, read_frame
+from bench.leaderboard.predictions_check import Report, check_coverage, check_frame, check_mask, read_frame
 from bench.leaderboard.safety import LIMITS, Limits, Problem, Refused, confined, read_utf8, scan_tree
 from bench.leaderboard.schema import MANIFEST, SUBMISSION_SCHEMA_VERSION, ProtocolPredictions, Submission
 from bench.protocol import CLEAN, Protocol
@@ -86,7 +87,7 @@ def _order(p: Problem) -> tuple[str, int, str, str]:
     return (p.file, -1 if p.row is None else p.row, p.column or "", p.message)
 
 
-def _reporter(problems: list[Problem], file: str) -> Any:
+def _reporter(problems: list[Problem], file: str) -> Report:
     def report(row: int | None, column: str | None, message: str) -> None:
         problems.append(Problem(file, row, column, message))
     return report
@@ -150,14 +151,12 @@ def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _protocol(name: str, version: int, where: str, report: Any) -> Protocol | None:
+def _protocol(name: str, version: int, where: str, report: Report) -> Protocol | None:
     from bench.protocol import load_protocol
     from bench.protocol_files import bundled_protocols
 
     bundled = bundled_protocols()
     if name not in bundled:
-        import difflib
-
         hint = difflib.get_close_matches(name, list(bundled), n=1)
         report(None, f"{where}.protocol",
                f"unknown protocol {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))

@@ -9,8 +9,8 @@ What it does, in order:
 3. runs ``sid_mini_detection``, ``sid_mini_localization`` (localizers), ``sid_mini_robustness``
    and ``dmimage_mini_cross`` on the test splits with the trained weights;
 4. writes ``DIR/runs/<protocol>/<model>/`` (predictions, results.json), ``DIR/tables/`` (md,
-   LaTeX, CSV) and ``DIR/figures/`` (ROC curves, robustness curves, mask overlays, confusion
-   matrices);
+   LaTeX, CSV), ``DIR/figures/`` (ROC curves, robustness curves, mask overlays, confusion
+   matrices) and ``DIR/leaderboard/`` (the static leaderboard site of the runs);
 5. prints the Table 2 and Table 4 style tables.
 
 Determinism: every seed is fixed, torch runs with a fixed thread count and deterministic
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.leaderboard.site import write_demo_leaderboard
 from bench.progress import STDERR
 from bench.reproducibility.claims import AucSummary, Claim, demo_claims, write_claims
 from bench.reproducibility.tolerance import table_sizes, write_sizes
@@ -101,12 +102,13 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
             weights[m.key], training[m.key] = _train(m, data_root, out_dir, quick, device, seed)
         STDERR.print("[bold]3/4[/] running the bundled protocols on the test splits")
         runs = _run_protocols(models, weights, roots, out_dir, device)
-        STDERR.print("[bold]4/4[/] tables and figures")
+        STDERR.print("[bold]4/4[/] tables, figures and the leaderboard site")
         tables = _write_tables(runs, out_dir / "tables")
         clean = _clean_rows(runs)
         figures = _write_figures(runs, clean, out_dir / "figures")
         claims = demo_claims(out_dir / "tables", _aucs(clean, models))
         tables.append(write_claims(claims, out_dir / "tables"))
+        write_demo_leaderboard(out_dir)
         (out_dir / "training.json").write_text(json.dumps(training, indent=2, sort_keys=True, default=str) + "\n")
     finally:
         torch.set_num_threads(threads)

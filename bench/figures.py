@@ -135,3 +135,33 @@ def mask_grid(
             ax.set_yticks([])
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def roc_pr_curves(y: np.ndarray, score: np.ndarray, path: Path, title: str) -> Path:
+    """ROC (left) and precision-recall (right) of one model: ``y`` in {0 real, 1 fake}, ``score`` = P(fake)."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(9, 4.2))
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, score)
+        roc.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, score):.3f}")
+        precision, recall, _ = precision_recall_curve(y, score)
+        pr.step(recall, precision, where="post", label=f"AP {average_precision_score(y, score):.3f}")
+        pr.axhline(float(np.mean(y)), linestyle="--", color="grey", linewidth=1, label="chance (fake rate)")
+    else:
+        for ax in (roc, pr):
+            ax.text(0.5, 0.5, "one class only: no curve", ha="center", va="center", transform=ax.transAxes)
+    roc.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    roc.set_xlabel("False positive rate (real called fake)")
+    roc.set_ylabel("True positive rate (fake called fake)")
+    roc.set_title("ROC")
+    pr.set_xlabel("Recall (fake called fake)")
+    pr.set_ylabel("Precision (of images called fake)")
+    pr.set_title("Precision-recall")
+    for ax in (roc, pr):
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

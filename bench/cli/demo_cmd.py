@@ -35,5 +35,6 @@ def handle(args: argparse.Namespace) -> int:
     console.print(f"Tables:  {args.out / 'tables'} (md, tex, csv; sizes.json, claims.json)")
     console.print(f"Figures: {args.out / 'figures'}")
     console.print(f"Runs:    {args.out / 'runs'} (predictions, results.json per protocol and model)")
+    console.print(f"Leaderboard: {args.out / 'leaderboard' / 'index.html'}")
     console.print(f"Done in {result.seconds:.0f} s.")
     return 0

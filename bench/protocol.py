@@ -60,11 +60,16 @@ class PerturbationSpec(_Strict):
     """One condition of the perturbation grid; name ``none`` is the clean condition.
 
     ``label``: how tables name the row (e.g. "JPEG 70"); defaults to the perturbation key.
+    ``sweep`` / ``strength`` (audit protocols): the sweep this condition belongs to (its axis
+    title, e.g. "JPEG quality") and its position on that axis; a sweep's conditions are listed
+    from the mildest to the most severe. Left out of the resolved protocol when unset.
     """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+    sweep: str | None = None
+    strength: float | None = None
 
     @property
     def key(self) -> str:
@@ -94,6 +99,27 @@ class BootstrapSpec(_Strict):
     seed: int = 0
 
 
+class NeutraliseSpec(_Strict):
+    """Re-encode every decoded image before its perturbation and the model, so that the source
+    files' format and compression no longer differ between classes: ``format: png`` (lossless:
+    the pixels are unchanged, only the file-level cues go) or ``format: jpeg`` at one ``quality``
+    (every image then carries the same JPEG history). Recorded in each condition's params."""
+
+    format: Literal["png", "jpeg"]
+    quality: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("quality")
+    @classmethod
+    def _quality_for_jpeg(cls, value: int | None, info: Any) -> int | None:
+        if (info.data.get("format") == "jpeg") != (value is not None):
+            raise ValueError("neutralise: give a quality for format jpeg, and none for png")
+        return value
+
+    def step(self) -> dict[str, Any]:
+        """The perturbation spec that performs it (``{"name": ..., **params}``)."""
+        return {"name": "png"} if self.format == "png" else {"name": "jpeg", "quality": self.quality}
+
+
 class TableSpec(_Strict):
     """A table to render from the results: a paper layout and its caption."""
 
@@ -114,6 +140,7 @@ class Protocol(_Strict):
     metrics: list[MetricSpec] = Field(min_length=1)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
     tables: list[TableSpec] = Field(default_factory=list)
+    neutralise: NeutraliseSpec | None = None
 
     @field_validator("perturbations")
     @classmethod
@@ -125,8 +152,18 @@ class Protocol(_Strict):
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved protocol as plain JSON-able data (written into results files)."""
-        return self.model_dump(mode="json")
+        """The resolved protocol as plain JSON-able data (written into results files).
+
+        Unset audit fields (``sweep``, ``strength``, ``neutralise``) are left out, so protocols
+        that do not use them keep their sha256."""
+        data = self.model_dump(mode="json")
+        for pert in data["perturbations"]:
+            for key in ("sweep", "strength"):
+                if pert[key] is None:
+                    del pert[key]
+        if data["neutralise"] is None:
+            del data["neutralise"]
+        return data
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()

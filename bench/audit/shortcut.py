@@ -24,7 +24,8 @@ from sklearn.tree import DecisionTreeClassifier
 from bench.audit.cues import CUES, FileCues, categories_of, read_cues, summary
 from bench.bootstrap import bootstrap_ci, describe_bootstrap
 from bench.errors import UserError
-from bench.metrics.detection import BinaryDetection
+from bench.metrics.base import SampleMetric
+from bench.metrics.functional import binary_curve, roc_auc
 from bench.progress import track
 
 FOLDS = 5
@@ -33,6 +34,21 @@ MIN_LEAF = 0.05
 DEFAULT_THRESHOLD = 0.6
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95
+
+
+class CueAuc(SampleMetric):
+    """ROC-AUC of out-of-fold scores (labels 0/1), the one value the bootstrap resamples."""
+
+    name = "cue_auc"
+
+    def update(self, labels: np.ndarray, scores: np.ndarray) -> None:
+        self._append({"label": np.asarray(labels, np.int8), "score": np.asarray(scores, np.float64)})
+
+    def _row_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        return {"label": ((), np.int8), "score": ((), np.float64)}
+
+    def _compute(self, table: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+        return {"auc": roc_auc(binary_curve(table["label"], table["score"], w))}
 
 
 def out_of_fold_scores(x: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -53,7 +69,9 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarra
 def cue_auc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """Cross-validated AUC of one cue for binary labels ``y``, with its bootstrap interval."""
     scores = out_of_fold_scores(x, y, seed)
-    metric = BinaryDetection(per_group=False)
+    if np.all(scores == scores[0]):  # a constant cue: every resample has AUC 0.5 (ties count half)
+        return {"auc": 0.5, "ci": [0.5, 0.5], "n": int(len(y))}
+    metric = CueAuc()
     metric.update(y, scores)
     auc = metric.compute()["auc"]
     lo, hi = bootstrap_ci(metric, n_resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=seed, keys=["auc"])["auc"]

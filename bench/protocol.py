@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import UserError
 from bench.protocol_files import resolve_protocol
@@ -108,12 +108,11 @@ class NeutraliseSpec(_Strict):
     format: Literal["png", "jpeg"]
     quality: int | None = Field(default=None, ge=1, le=100)
 
-    @field_validator("quality")
-    @classmethod
-    def _quality_for_jpeg(cls, value: int | None, info: Any) -> int | None:
-        if (info.data.get("format") == "jpeg") != (value is not None):
+    @model_validator(mode="after")
+    def _quality_for_jpeg(self) -> "NeutraliseSpec":
+        if (self.format == "jpeg") != (self.quality is not None):
             raise ValueError("neutralise: give a quality for format jpeg, and none for png")
-        return value
+        return self
 
     def step(self) -> dict[str, Any]:
         """The perturbation spec that performs it (``{"name": ..., **params}``)."""

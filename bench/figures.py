@@ -180,7 +180,7 @@ def sweep_panels(
 def paired_differences(labels: Sequence[str], diffs: Sequence[float | None],
                        cis: Sequence[tuple[float, float] | None], path: Path, title: str, xlabel: str) -> Path:
     """Degraded − clean differences with paired-bootstrap intervals, one row per condition."""
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.28 * len(labels)))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(labels)))
     y = np.arange(len(labels))[::-1]
     for yi, d, ci in zip(y, diffs, cis):
         if d is None:
@@ -193,7 +193,7 @@ def paired_differences(labels: Sequence[str], diffs: Sequence[float | None],
     ax.set_yticklabels(list(labels), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Condition")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
 
@@ -209,8 +209,9 @@ def flip_bars(labels: Sequence[str], series: Mapping[str, Sequence[float]], path
     ax.set_yticklabels(list(labels), fontsize=8)
     ax.set_xlabel("Fraction of the class's images whose verdict flips")
     ax.set_ylabel("Condition")
-    ax.set_xlim(0, 1)
-    ax.set_title(title)
+    top = max((v for values in series.values() for v in values), default=0.0)
+    ax.set_xlim(0, min(1.0, max(0.05, 1.15 * top)))
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)

@@ -71,8 +71,8 @@ def _paired_figure(section: dict[str, Any], mk: str, path: Path) -> Path | None:
         return None
     return figures.paired_differences([label for label, _ in rows], [p["diff"] for _, p in rows],
                                       [tuple(p["ci"]) if None not in p["ci"] else None for _, p in rows], path,
-                                      f"{section['dataset']}/{section['split']}: {mk}, degraded - clean (paired)",
-                                      f"difference in {mk} (paired bootstrap interval)")
+                                      f"{section['dataset']}/{section['split']}: degraded − clean, paired",
+                                      f"difference in {mk} (95% paired-bootstrap interval)")
 
 
 def _flip_figure(section: dict[str, Any], class_names: tuple[str, ...], path: Path) -> Path | None:
@@ -132,7 +132,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;co
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}
 img.figure{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
-.worse{color:#b00020}.better{color:#1b7e2b}details{margin:.5em 0}code{font-size:.9em}"""
+table.header td{text-align:left}.worse{color:#b00020}.better{color:#1b7e2b}details{margin:.5em 0}code{font-size:.9em}"""
 
 
 def _e(v: Any) -> str:
@@ -169,7 +169,7 @@ def _header_html(h: dict[str, Any]) -> str:
             ("device", h["environment"]["device"]), ("command", h["command"] or "–"), ("created", h["created"])]
     body = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in rows)
     pkgs = ", ".join(f"{k} {v}" for k, v in (h["environment"]["packages"] or {}).items() if v)
-    return f"<table>{body}</table><details><summary>package versions</summary><p>{_e(pkgs)}</p></details>"
+    return f"<table class=\"header\">{body}</table><details><summary>package versions</summary><p>{_e(pkgs)}</p></details>"
 
 
 def _conditions_table(s: dict[str, Any]) -> str:

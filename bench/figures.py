@@ -172,7 +172,7 @@ def sweep_panels(
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7, loc="lower left")
+    axes.ravel()[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     return _save(fig, path)
 

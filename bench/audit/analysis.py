@@ -226,7 +226,7 @@ def _sweeps(conditions: list[dict[str, Any]], metric_keys: list[str], fraction: 
 
 def earliest_flips(run: AuditRun, section: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """Up to ``n`` images whose verdict flips at the mildest strength of a sweep (round robin over
-    sweeps, earliest first, then by sample id); each image at most once."""
+    sweeps; earliest first, then alternating true classes, then by sample id); each image at most once."""
     light = dict(iter_groups(run.store.read(["dataset", "split", "sample_id", "perturbation", "label", "probs",
                                              "probs_space", "error"])))
     ds, split = section["dataset"], section["split"]
@@ -239,7 +239,7 @@ def earliest_flips(run: AuditRun, section: dict[str, Any], n: int) -> list[dict[
             for sid, (_, fake) in (verdicts(rows) if rows is not None else {}).items():
                 if sid in clean and fake != clean[sid][1] and sid not in first:
                     first[sid] = (i, key)
-        queues.append(sorted(((i, sid, key, sweep["name"]) for sid, (i, key) in first.items())))
+        queues.append(_interleave_classes([(i, sid, key, sweep["name"]) for sid, (i, key) in first.items()], clean))
     picked: list[dict[str, Any]] = []
     seen: set[str] = set()
     while len(picked) < n and any(queues):
@@ -252,3 +252,15 @@ def earliest_flips(run: AuditRun, section: dict[str, Any], n: int) -> list[dict[
                 picked.append({"sample_id": sid, "sweep": sweep, "key": key, "rank": i,
                                "label": clean[sid][0], "clean_fake": clean[sid][1]})
     return picked
+
+
+def _interleave_classes(items: list[tuple[int, str, str, str]], clean: dict[str, tuple[int, bool]]
+                        ) -> list[tuple[int, str, str, str]]:
+    """Sort (rank, sample id, key, sweep) by rank, then take the true classes in turn."""
+    seen: dict[tuple[int, int], int] = {}
+    keyed = []
+    for item in sorted(items):
+        group = (item[0], clean[item[1]][0])
+        seen[group] = seen.get(group, -1) + 1
+        keyed.append(((item[0], seen[group], group[1], item[1]), item))
+    return [item for _, item in sorted(keyed)]

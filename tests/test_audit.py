@@ -386,3 +386,23 @@ def test_cli_audit_user_errors(tmp_path: Path) -> None:
     assert main(["audit", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["audit", "--model", "npr:tiny", "--examples", "-1", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()  # refused before anything ran
+
+
+def test_binary_protocol_audit_uses_auc_and_the_p_fake_verdict(tmp_path: Path, sid_mini_root: Path) -> None:
+    text = AUDIT_PROTOCOL.replace("label_space: ternary", "label_space: binary").replace(
+        "{name: sid_mini, split: test}", "{name: dmimage_mini, split: test}").replace(
+        "  - name: ternary_detection\n  - name: localization\n", "  - name: binary_detection\n")
+    proto = fx.write_protocol(tmp_path, text, "binary.yaml")
+    run_protocol(proto, "runner_test", tmp_path / "run", data_roots={"dmimage_mini": sid_mini_root}, tables=False)
+    report = build_report(tmp_path / "run", tmp_path / "report", n_examples=2)
+    (section,) = report["sections"]
+    assert section["metrics"] == ["binary_detection.auc"]
+    rows = PredictionStore(tmp_path / "run" / "predictions").read().to_pylist()
+    verdict = {(r["sample_id"], r["perturbation"]): 1.0 - r["probs"][0] >= 0.5 for r in rows}  # ternary probs
+    for cond in section["conditions"][1:]:
+        ids = [r["sample_id"] for r in rows if r["perturbation"] == CLEAN and r["label"] == 0]
+        assert cond["flips"]["real"]["to_fake"] == sum(
+            not verdict[(s, CLEAN)] and verdict[(s, cond["key"])] for s in ids)
+        assert set(cond["flips"]) == {"real", "fake"}
+        assert "binary_detection.auc" in cond["paired"]
+    assert report["header"]["audit"]["verdict"] == "fake if P(fake) >= 0.5"

@@ -10,8 +10,10 @@ Conventions:
   ``break_fraction × clean``; ``None`` when the sweep never gets there.
 - Paired comparison (detection metrics): :func:`bench.bootstrap.paired_bootstrap` of
   ``condition − clean`` on the images that have an error-free prediction in both.
-- Verdict of one prediction: "fake" when the argmax of ternary probabilities is not real, or
-  P(fake) >= 0.5 for binary probabilities. A flip is a verdict that differs from clean's on the
+- Verdict of one prediction, as the protocol's detection metric decides: on a ternary protocol
+  with ternary probabilities "fake" when the argmax is not real; otherwise "fake" when
+  P(fake) >= 0.5 (binary probabilities: p[1]; ternary ones on a binary protocol: 1 - p[0],
+  :class:`~bench.adapters.TernaryToBinary`). A flip is a verdict that differs from clean's on the
   same image; ``to_fake`` counts images judged real on clean and fake when degraded, ``to_real``
   the reverse, per true class.
 """
@@ -103,13 +105,18 @@ def _value(entry: ResultEntry | None, metric: str, key: str) -> dict[str, Any]:
     return {"value": mv.value if mv else None, "ci": list(mv.ci) if mv and mv.ci else None}
 
 
-def verdicts(rows: pa.Table) -> dict[str, tuple[int, bool]]:
-    """sample id → (true label, judged fake) for the error-free rows (see module docstring)."""
+def verdicts(rows: pa.Table, label_space: LabelSpace) -> dict[str, tuple[int, bool]]:
+    """sample id → (true label, judged fake) for the error-free rows of a protocol in
+    ``label_space`` (see the module docstring)."""
     out = {}
+    ternary = LabelSpace.TERNARY.value
     for sid, label, probs, space, error in zip(*(rows.column(c).to_pylist() for c in
                                                  ("sample_id", "label", "probs", "probs_space", "error"))):
         if error is None and probs:
-            fake = int(np.argmax(probs)) != 0 if space == LabelSpace.TERNARY.value else probs[1] >= FAKE_THRESHOLD
+            if space == ternary and label_space == LabelSpace.TERNARY:
+                fake = int(np.argmax(probs)) != 0
+            else:
+                fake = (1.0 - probs[0] if space == ternary else probs[1]) >= FAKE_THRESHOLD
             out[sid] = (int(label), bool(fake))
     return out
 
@@ -181,7 +188,7 @@ def analyse(run: AuditRun, break_fraction: float = DEFAULT_BREAK_FRACTION) -> li
         if CLEAN not in entries:
             continue
         clean_rows = groups[(ds.name, ds.split, CLEAN)]
-        clean_verdicts = verdicts(clean_rows)
+        clean_verdicts = verdicts(clean_rows, run.protocol.label_space)
         metrics = main_metrics(run.protocol, entries[CLEAN])
         conditions = []
         for c in run.conditions:
@@ -195,7 +202,7 @@ def analyse(run: AuditRun, break_fraction: float = DEFAULT_BREAK_FRACTION) -> li
             if c.key != CLEAN and rows is not None:
                 item["paired"] = {f"{m}.{k}": _paired(clean_rows, rows, run.protocol, m, k)
                                   for m, k in metrics if m != "localization"}
-                item["flips"] = flips(clean_verdicts, verdicts(rows), class_names)
+                item["flips"] = flips(clean_verdicts, verdicts(rows, run.protocol.label_space), class_names)
             conditions.append(item)
         sections.append({"dataset": ds.name, "split": ds.split, "metrics": [f"{m}.{k}" for m, k in metrics],
                          "conditions": conditions,
@@ -230,13 +237,14 @@ def earliest_flips(run: AuditRun, section: dict[str, Any], n: int) -> list[dict[
     light = dict(iter_groups(run.store.read(["dataset", "split", "sample_id", "perturbation", "label", "probs",
                                              "probs_space", "error"])))
     ds, split = section["dataset"], section["split"]
-    clean = verdicts(light[(ds, split, CLEAN)])
+    space = run.protocol.label_space
+    clean = verdicts(light[(ds, split, CLEAN)], space)
     queues = []
     for sweep in section["sweeps"]:
         first: dict[str, tuple[int, str]] = {}
         for i, key in enumerate(sweep["keys"]):
             rows = light.get((ds, split, key))
-            for sid, (_, fake) in (verdicts(rows) if rows is not None else {}).items():
+            for sid, (_, fake) in (verdicts(rows, space) if rows is not None else {}).items():
                 if sid in clean and fake != clean[sid][1] and sid not in first:
                     first[sid] = (i, key)
         queues.append(_interleave_classes([(i, sid, key, sweep["name"]) for sid, (i, key) in first.items()], clean))

@@ -46,7 +46,9 @@ def header(run: AuditRun, break_fraction: float, command: str | None) -> dict[st
         "limit": r.run.get("limit"), "limit_rule": r.run.get("limit_rule"),
         "neutralise": r.run.get("neutralise"),
         "audit": {"break_fraction": break_fraction,
-                  "verdict": f"fake if argmax of ternary probabilities is not real, or P(fake) >= {FAKE_THRESHOLD}",
+                  "verdict": "fake if the argmax is not real" if run.protocol.label_space.value == "ternary"
+                  and r.model.get("label_space") == "ternary" and not r.model.get("adapters")
+                  else f"fake if P(fake) >= {FAKE_THRESHOLD}",
                   "paired": "paired bootstrap of degraded - clean on the images scored in both"},
         "environment": {k: r.environment.get(k) for k in ("git_commit", "python", "platform", "device", "packages")},
     }

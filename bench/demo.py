@@ -179,7 +179,8 @@ def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[st
     run_protocol("sid_mini_audit", model, audit_dir / "run", data_roots=roots, limit=AUDIT_LIMIT, tables=False)
     build_report(audit_dir / "run", audit_dir, command=f"sida-bench audit --model {m.spec} --weights "
                  f"{weights[m.key]} --protocol sid_mini_audit --limit {AUDIT_LIMIT} (demo)")
-    STDERR.print(f"      audit of {m.key} ({AUDIT_LIMIT} images) in {time.time() - t0:5.1f} s  →  {audit_dir / REPORT_HTML}")
+    seconds = time.time() - t0
+    STDERR.print(f"      audit of {m.key} ({AUDIT_LIMIT} images) in {seconds:5.1f} s  →  {audit_dir / REPORT_HTML}")
     return audit_dir / REPORT_HTML
 
 

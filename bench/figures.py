@@ -186,7 +186,8 @@ def paired_differences(labels: Sequence[str], diffs: Sequence[float | None],
         if d is None:
             continue
         err = None if ci is None else [[d - ci[0]], [ci[1] - d]]
-        color = "tab:red" if ci is not None and ci[1] < 0 else "tab:green" if ci is not None and ci[0] > 0 else "tab:grey"
+        worse, better = ci is not None and ci[1] < 0, ci is not None and ci[0] > 0
+        color = "tab:red" if worse else "tab:green" if better else "tab:grey"
         ax.errorbar([d], [yi], xerr=err, fmt="o", color=color, capsize=3)
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(y)

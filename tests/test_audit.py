@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import tests.runner_fixtures as fx
-from bench.audit.analysis import analyse, breaking_point, earliest_flips, open_run
+from bench.audit.analysis import breaking_point, earliest_flips, open_run
 from bench.audit.report import build_report
 from bench.errors import UserError
 from bench.perturbations.base import sample_rng
@@ -149,7 +149,8 @@ def test_neutralise_is_applied_and_recorded(tmp_path: Path) -> None:
             (("plain", plain), ("jpeg", jpeg), ("png", png))}
     rows = {n: {(r["sample_id"], r["perturbation"]): r for r in PredictionStore(tmp_path / n / "predictions").read(
         ["key", "sample_id", "perturbation", "probs"]).to_pylist()} for n in runs}
-    assert runs["jpeg"].run["neutralise"] == {"format": "jpeg", "quality": 40} and runs["plain"].run["neutralise"] is None
+    assert runs["jpeg"].run["neutralise"] == {"format": "jpeg", "quality": 40}
+    assert runs["plain"].run["neutralise"] is None
     for entry in runs["jpeg"].entries:
         assert entry.perturbation.params["neutralise"]["quality"] == 40
     assert "neutralise" not in runs["plain"].entries[0].perturbation.params
@@ -268,7 +269,8 @@ def test_paired_interval_equals_a_direct_paired_bootstrap(audited: tuple[Path, P
         m.update([r["label"] for r in sub], [r["probs"] for r in sub], sample_ids=[r["sample_id"] for r in sub])
         metrics[k] = m
     direct = paired_bootstrap(metrics[key], metrics[CLEAN], "accuracy", n_resamples=50, seed=0)
-    got = next(c for c in report["sections"][0]["conditions"] if c["key"] == key)["paired"]["ternary_detection.accuracy"]
+    cond = next(c for c in report["sections"][0]["conditions"] if c["key"] == key)
+    got = cond["paired"]["ternary_detection.accuracy"]
     assert got["ci"] == pytest.approx(list(direct["ci"])) and got["p_value"] == pytest.approx(direct["p_value"])
 
 
@@ -332,7 +334,8 @@ def _browser_check(html: Path) -> tuple[list[str], list[list]]:
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
         page.goto(html.resolve().as_uri(), wait_until="load")
-        figs = page.eval_on_selector_all("img.figure", "els => els.map(e => [e.dataset.figure, e.complete, e.naturalWidth])")
+        figs = page.eval_on_selector_all(
+            "img.figure", "els => els.map(e => [e.dataset.figure, e.complete, e.naturalWidth])")
         browser.close()
     return errors, figs
 

@@ -85,7 +85,7 @@ def _flip_figure(section: dict[str, Any], class_names: tuple[str, ...], path: Pa
     for k, name in enumerate(class_names):
         field = "to_fake" if k == 0 else "to_real"
         arrow = f"{name}: real → fake" if k == 0 else f"{name}: fake → real"
-        series[arrow] = [c["flips"][name][field] / c["flips"][name]["n"] if c["flips"][name]["n"] else 0.0 for c in conds]
+        series[arrow] = [c["flips"][name][field] / max(1, c["flips"][name]["n"]) for c in conds]
     return figures.flip_bars([c["label"] for c in conds], series, path,
                              f"{section['dataset']}/{section['split']}: verdict flips per true class")
 
@@ -171,7 +171,8 @@ def _header_html(h: dict[str, Any]) -> str:
             ("device", h["environment"]["device"]), ("command", h["command"] or "–"), ("created", h["created"])]
     body = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in rows)
     pkgs = ", ".join(f"{k} {v}" for k, v in (h["environment"]["packages"] or {}).items() if v)
-    return f"<table class=\"header\">{body}</table><details><summary>package versions</summary><p>{_e(pkgs)}</p></details>"
+    return (f"<table class=\"header\">{body}</table>"
+            f"<details><summary>package versions</summary><p>{_e(pkgs)}</p></details>")
 
 
 def _conditions_table(s: dict[str, Any]) -> str:
@@ -183,7 +184,8 @@ def _conditions_table(s: dict[str, Any]) -> str:
     head += "<th>flips real→fake</th><th>flips fake→real</th></tr>"
     body = []
     for c in s["conditions"]:
-        cells = [c["label"], c["sweep"] or "", "" if c["strength"] is None else f"{c['strength']:g}", c["n"], c["n_errors"]]
+        strength = "" if c["strength"] is None else f"{c['strength']:g}"
+        cells = [c["label"], c["sweep"] or "", strength, c["n"], c["n_errors"]]
         row = "".join(f"<td>{_e(v)}</td>" for v in cells)
         for mk in s["metrics"]:
             m = c["metrics"][mk]
@@ -199,7 +201,8 @@ def _conditions_table(s: dict[str, Any]) -> str:
             names = list(flips)
             to_fake = flips[names[0]]["to_fake"]
             to_real = sum(flips[n]["to_real"] for n in names[1:])
-            row += f"<td>{to_fake}/{flips[names[0]]['n']}</td><td>{to_real}/{sum(flips[n]['n'] for n in names[1:])}</td>"
+            n_fake = sum(flips[n]["n"] for n in names[1:])
+            row += f"<td>{to_fake}/{flips[names[0]]['n']}</td><td>{to_real}/{n_fake}</td>"
         else:
             row += "<td>–</td><td>–</td>"
         body.append(f"<tr>{row}</tr>")

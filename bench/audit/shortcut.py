@@ -96,8 +96,9 @@ def check_cues(cues: Sequence[FileCues], labels: Sequence[int], class_names: Seq
         results = {name: cue_auc(x[keep], fake[keep], seed) for name, keep in comparisons}
         head = results["real_vs_fake"]
         flagged_by = [name for name, r in results.items() if r["auc"] > threshold]
+        per_class = {k: v for k, v in results.items() if k != "real_vs_fake"}
         report.append({"name": cue, "auc": head["auc"], "ci": head["ci"], "flagged": bool(flagged_by),
-                       "flagged_by": flagged_by, "per_class": {k: v for k, v in results.items() if k != "real_vs_fake"}})
+                       "flagged_by": flagged_by, "per_class": per_class})
     return {
         "threshold": threshold,
         "classifier": f"decision tree (max_depth={MAX_DEPTH}, min_samples_leaf={MIN_LEAF:.0%} of the training fold), "

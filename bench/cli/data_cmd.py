@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,9 @@ def handle_audit(args: argparse.Namespace) -> int:
     report = audit_dataset(dataset, threshold=args.threshold, seed=args.seed)
     if args.json:
         print(json.dumps(report, indent=2))
+        if report["flagged"]:
+            print(f"warning: shortcut cues above AUC {report['threshold']}: {', '.join(report['flagged'])}",
+                  file=sys.stderr)
         return 0
     console = Console(stderr=False)
     table = Table(title=f"shortcut check of {report['dataset']}/{report['split']} ({report['n']} files)")

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from bench.bootstrap import paired_bootstrap
 from bench.errors import UserError
+from bench.progress import track
 from bench.protocol import CLEAN, PerturbationSpec, Protocol
 from bench.results import ResultEntry, ResultsFile, load_results
 from bench.runner import PREDICTIONS_DIR, Condition, build_conditions
@@ -191,7 +192,7 @@ def analyse(run: AuditRun, break_fraction: float = DEFAULT_BREAK_FRACTION) -> li
         clean_verdicts = verdicts(clean_rows, run.protocol.label_space)
         metrics = main_metrics(run.protocol, entries[CLEAN])
         conditions = []
-        for c in run.conditions:
+        for c in track(run.conditions, f"auditing {ds.name}/{ds.split}", total=len(run.conditions)):
             entry = entries.get(c.key)
             rows = groups.get((ds.name, ds.split, c.key))
             item: dict[str, Any] = {

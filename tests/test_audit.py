@@ -409,3 +409,17 @@ def test_binary_protocol_audit_uses_auc_and_the_p_fake_verdict(tmp_path: Path, s
         assert set(cond["flips"]) == {"real", "fake"}
         assert "binary_detection.auc" in cond["paired"]
     assert report["header"]["audit"]["verdict"] == "fake if P(fake) >= 0.5"
+
+
+def test_a_protocol_without_sweeps_still_gets_a_report(tmp_path: Path) -> None:
+    proto = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL)
+    run_protocol(proto, "runner_test", tmp_path / "run", tables=False)
+    report = build_report(tmp_path / "run", tmp_path / "report")
+    (section,) = report["sections"]
+    assert section["sweeps"] == [] and section["examples"] == []
+    assert section["examples_note"] == "no verdict flips under any sweep"
+    assert [c["label"] for c in section["conditions"]] == ["Clean", "Noise 6", "Half"]
+    assert {f["id"].split("-")[0] for f in report["figures"]} == {"paired", "flips"}
+    from bench.cli import main
+
+    assert main(["audit", "--from", str(tmp_path / "run"), "--break-fraction", "1.5", "--out", str(tmp_path / "r")]) == 2

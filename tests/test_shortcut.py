@@ -148,3 +148,11 @@ def test_cli_data_audit_table_warns_on_flagged_cues(tmp_path: Path, capsys: pyte
     assert main(["data", "audit", "dmimage", "--root", str(root), "-o", 'generators={"gen_a": ["A", "g"]}']) == 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "format" in out
+
+
+def test_a_decompression_bomb_header_is_a_per_file_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(noise(0, 64, 64)).save(buf, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 > 2 x 100: Pillow refuses to open it
+    cues = read_cues(buf.getvalue(), "bomb.png")
+    assert cues.error is not None and "DecompressionBomb" in cues.error

@@ -16,6 +16,7 @@ without looking at the picture (see :mod:`bench.audit.shortcut`):
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,10 @@ def read_cues(source: Source, name: str | None = None) -> FileCues:
     ext = _extension(source, name)
     try:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))  # the header only: no pixel is decoded
+        with im:
             width, height = im.size
             fmt = str(im.format or "unknown")
             quality = 0
@@ -81,7 +85,7 @@ def read_cues(source: Source, name: str | None = None) -> FileCues:
                 quality = estimate_quality({k: list(v) for k, v in im.quantization.items()}).quality
             exif = bool(im.info.get("exif")) or bool(im.getexif())
             icc = bool(im.info.get("icc_profile"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         return FileCues("unreadable", ext, 0, 0, 0, 0, False, False, error=f"{type(exc).__name__}: {exc}")
     return FileCues(fmt, ext, int(height), int(width), len(data), quality, exif, icc)
 

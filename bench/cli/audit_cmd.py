@@ -45,6 +45,8 @@ def handle(args: argparse.Namespace) -> int:
 
     if args.examples < 0:
         raise UserError(f"--examples must be >= 0, got {args.examples}")
+    if not 0.0 < args.break_fraction < 1.0:
+        raise UserError(f"--break-fraction must be in (0, 1), got {args.break_fraction}")
     if args.from_run is not None:
         if args.model is not None or args.resume or args.limit is not None:
             raise UserError("--from re-uses a finished run: drop --model, --limit and --resume")

@@ -422,4 +422,5 @@ def test_a_protocol_without_sweeps_still_gets_a_report(tmp_path: Path) -> None:
     assert {f["id"].split("-")[0] for f in report["figures"]} == {"paired", "flips"}
     from bench.cli import main
 
-    assert main(["audit", "--from", str(tmp_path / "run"), "--break-fraction", "1.5", "--out", str(tmp_path / "r")]) == 2
+    args = ["audit", "--from", str(tmp_path / "run"), "--break-fraction", "1.5", "--out", str(tmp_path / "r")]
+    assert main(args) == 2

@@ -424,3 +424,22 @@ def test_a_protocol_without_sweeps_still_gets_a_report(tmp_path: Path) -> None:
 
     args = ["audit", "--from", str(tmp_path / "run"), "--break-fraction", "1.5", "--out", str(tmp_path / "r")]
     assert main(args) == 2
+
+
+def test_compare_shows_each_condition_with_and_without_neutralise(tmp_path: Path) -> None:
+    plain = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL, "plain.yaml")
+    jpeg = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL + "neutralise: {format: jpeg, quality: 10}\n", "jpeg.yaml")
+    a = run_protocol(jpeg, "runner_test", tmp_path / "jpeg", tables=False)
+    b = run_protocol(plain, "runner_test", tmp_path / "plain", tables=False)
+    report = build_report(tmp_path / "jpeg", tmp_path / "report", compare=tmp_path / "plain")
+    compare = report["sections"][0]["compare"]
+    assert compare["neutralise"] == {"format": "jpeg", "quality": 10} and compare["other_neutralise"] is None
+    acc_a = {e.perturbation.key: e.metrics["ternary_detection"].values["accuracy"].value for e in a.entries}
+    acc_b = {e.perturbation.key: e.metrics["ternary_detection"].values["accuracy"].value for e in b.entries}
+    assert [c["label"] for c in compare["conditions"]] == ["Clean", "Noise 6", "Half"]
+    for c in compare["conditions"]:
+        paired = c["paired"]["ternary_detection.accuracy"]
+        assert paired["diff"] == pytest.approx(acc_a[c["key"]] - acc_b[c["key"]]) and paired["n"] == 12
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "Against the compared run" in html
+    assert 'data-figure="compare-runner_fake_test-ternary_detection_accuracy"' in html

@@ -273,3 +273,29 @@ def _interleave_classes(items: list[tuple[int, str, str, str]], clean: dict[str,
         seen[group] = seen.get(group, -1) + 1
         keyed.append(((item[0], seen[group], group[1], item[1]), item))
     return [item for _, item in sorted(keyed)]
+
+
+def compare_runs(run: AuditRun, other: AuditRun, sections: list[dict[str, Any]]) -> None:
+    """Add ``section["compare"]``: each condition of ``run`` minus the same condition of ``other``
+    (e.g. the same protocol with and without ``neutralise``, or another model), paired on the
+    images that both runs scored without error, for the detection metrics of each section."""
+    mine, theirs = (dict(iter_groups(r.store.read(LIGHT_COLUMNS))) for r in (run, other))
+    labels = {c.key: c.label for c in run.conditions}
+    for s in sections:
+        ds, split = s["dataset"], s["split"]
+        rows = []
+        for key, label in labels.items():
+            a, b = mine.get((ds, split, key)), theirs.get((ds, split, key))
+            if a is None or b is None:
+                continue
+            metrics = {}
+            for mk in s["metrics"]:
+                metric, value_key = mk.split(".", 1)
+                if metric != "localization":
+                    metrics[mk] = _paired(b, a, run.protocol, metric, value_key)
+            rows.append({"key": key, "label": label, "paired": metrics})
+        if not rows:
+            raise UserError(f"{other.run_dir} has no condition of {ds}/{split} in common with {run.run_dir}")
+        s["compare"] = {"other": str(other.run_dir), "other_model": other.results.model.get("spec"),
+                        "other_neutralise": other.results.run.get("neutralise"),
+                        "neutralise": run.results.run.get("neutralise"), "conditions": rows}

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import figures
-from bench.audit.analysis import DEFAULT_BREAK_FRACTION, FAKE_THRESHOLD, AuditRun, analyse, earliest_flips, open_run
+from bench.audit.analysis import (
+    DEFAULT_BREAK_FRACTION,
+    FAKE_THRESHOLD,
+    AuditRun,
+    analyse,
+    compare_runs,
+    earliest_flips,
+    open_run,
+)
 from bench.audit.examples import example_grid
 from bench.protocol import CLEAN
 
@@ -77,6 +85,35 @@ def _paired_figure(section: dict[str, Any], mk: str, path: Path) -> Path | None:
                                       f"difference in {mk} (95% paired-bootstrap interval)")
 
 
+def _compare_figure(section: dict[str, Any], mk: str, path: Path) -> Path | None:
+    rows = [(c["label"], c["paired"][mk]) for c in section["compare"]["conditions"] if mk in c["paired"]]
+    rows = [(label, p) for label, p in rows if p.get("diff") is not None]
+    if not rows:
+        return None
+    return figures.paired_differences([label for label, _ in rows], [p["diff"] for _, p in rows],
+                                      [tuple(p["ci"]) if None not in p["ci"] else None for _, p in rows], path,
+                                      f"{section['dataset']}/{section['split']}: this run − compared run, paired",
+                                      f"difference in {mk} (95% paired-bootstrap interval)")
+
+
+def _compare_table(s: dict[str, Any]) -> str:
+    c = s["compare"]
+    keys = [mk for mk in s["metrics"] if not mk.startswith("localization.")]
+    head = "<tr><th>condition</th>" + "".join(
+        f"<th>{_e(mk)}: this (%)</th><th>compared (%)</th><th>Δ</th><th>Δ CI</th><th>p</th>" for mk in keys) + "</tr>"
+    body = ""
+    for row in c["conditions"]:
+        cells = ""
+        for mk in keys:
+            p = row["paired"].get(mk, {})
+            cells += (f"<td>{_num(p.get('degraded'))}</td><td>{_num(p.get('clean'))}</td><td>{_num(p.get('diff'))}</td>"
+                      f"<td>{_ci(p.get('ci'))}</td><td>{_num(p.get('p_value'), pct=False)}</td>")
+        body += f"<tr><td>{_e(row['label'])}</td>{cells}</tr>"
+    intro = (f"<p>Compared run: <code>{_e(c['other'])}</code> (model {_e(c['other_model'])}, neutralise "
+             f"{_e(c['other_neutralise'] or 'off')}); this run: neutralise {_e(c['neutralise'] or 'off')}.</p>")
+    return f"{intro}<table>{head}{body}</table>"
+
+
 def _flip_figure(section: dict[str, Any], class_names: tuple[str, ...], path: Path) -> Path | None:
     conds = [c for c in section["conditions"] if "flips" in c]
     if not conds:
@@ -91,12 +128,18 @@ def _flip_figure(section: dict[str, Any], class_names: tuple[str, ...], path: Pa
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path, *, break_fraction: float = DEFAULT_BREAK_FRACTION,
-                 n_examples: int = DEFAULT_EXAMPLES, command: str | None = None) -> dict[str, Any]:
-    """Audit the finished run in ``run_dir``; write the report files into ``out_dir``; return the JSON."""
+                 n_examples: int = DEFAULT_EXAMPLES, command: str | None = None,
+                 compare: str | Path | None = None) -> dict[str, Any]:
+    """Audit the finished run in ``run_dir``; write the report files into ``out_dir``; return the JSON.
+
+    ``compare``: another finished run (e.g. the same protocol without ``neutralise``); each
+    condition is then also compared with the same condition there (paired, same images)."""
     run = open_run(run_dir)
     out = Path(out_dir)
     fig_dir = out / FIGURES_DIR
     sections = analyse(run, break_fraction)
+    if compare is not None:
+        compare_runs(run, open_run(compare), sections)
     figs: list[dict[str, str]] = []
 
     def add(fig_id: str, path: Path | None, caption: str, section: dict[str, Any]) -> None:
@@ -114,6 +157,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, break_fraction: fl
             add(f"paired-{tag}-{slug}", _paired_figure(s, mk, fig_dir / f"paired_{tag}_{slug}.png"),
                 f"{mk}: each condition minus clean on the same images (paired bootstrap interval; red: "
                 "significantly worse).", s)
+        for mk in s["metrics"]:
+            if "compare" in s:
+                slug = mk.replace(".", "_")
+                add(f"compare-{tag}-{slug}", _compare_figure(s, mk, fig_dir / f"compare_{tag}_{slug}.png"),
+                    f"{mk}: each condition of this run minus the same condition of {s['compare']['other']} "
+                    "(paired bootstrap interval on the images both runs scored).", s)
         add(f"flips-{tag}", _flip_figure(s, run.protocol.label_space.class_names, fig_dir / f"flips_{tag}.png"),
             "Share of each true class whose real/fake verdict differs from clean.", s)
         ex = example_grid(run, s, earliest_flips(run, s, n_examples), fig_dir / f"examples_{tag}.png")
@@ -233,6 +282,8 @@ def render_html(report: dict[str, Any], report_dir: Path) -> str:
         parts.append(f"<h2>{_e(s['dataset'])} / {_e(s['split'])}</h2>")
         parts.append("<h3>Breaking points</h3>" + _breaks_table(s) if s["sweeps"] else "")
         parts.append("<h3>Every condition against clean</h3>" + _conditions_table(s))
+        if "compare" in s:
+            parts.append("<h3>Against the compared run</h3>" + _compare_table(s))
         for fig_id in s.get("figures", []):
             parts.append(_img(report_dir, by_id[fig_id]))
         if s.get("examples_note"):

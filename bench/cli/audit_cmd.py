@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--break-fraction", type=float, default=0.9, metavar="F",
                    help="breaking point: first strength whose metric is below F × clean (default: 0.9)")
     p.add_argument("--examples", type=int, default=6, metavar="N", help="flip examples to show (default: 6)")
+    p.add_argument("--compare", type=Path, metavar="RUN_DIR",
+                   help="also compare every condition with the same condition of another finished run "
+                        "(e.g. the protocol without neutralise), paired on the same images")
     p.set_defaults(handler=handle)
 
 
@@ -58,7 +61,7 @@ def handle(args: argparse.Namespace) -> int:
         _run(args, run_dir)
     command = "sida-bench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     report = build_report(run_dir, args.out, break_fraction=args.break_fraction, n_examples=args.examples,
-                          command=command)
+                          command=command, compare=args.compare)
     n_breaks = sum(1 for s in report["sections"] for sw in s["sweeps"] for m in sw["metrics"].values()
                    if m["breaking_point"]["strength"] is not None)
     print(f"{args.out / REPORT_HTML}, {args.out / REPORT_JSON}: {len(report['sections'])} dataset split(s), "

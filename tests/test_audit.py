@@ -440,6 +440,7 @@ def test_compare_shows_each_condition_with_and_without_neutralise(tmp_path: Path
     for c in compare["conditions"]:
         paired = c["paired"]["ternary_detection.accuracy"]
         assert paired["diff"] == pytest.approx(acc_a[c["key"]] - acc_b[c["key"]]) and paired["n"] == 12
+        assert (paired["this"], paired["other"]) == (pytest.approx(acc_a[c["key"]]), pytest.approx(acc_b[c["key"]]))
     html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert "Against the compared run" in html
     assert 'data-figure="compare-runner_fake_test-ternary_detection_accuracy"' in html

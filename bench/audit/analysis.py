@@ -292,7 +292,10 @@ def compare_runs(run: AuditRun, other: AuditRun, sections: list[dict[str, Any]])
             for mk in s["metrics"]:
                 metric, value_key = mk.split(".", 1)
                 if metric != "localization":
-                    metrics[mk] = _paired(b, a, run.protocol, metric, value_key)
+                    paired = _paired(b, a, run.protocol, metric, value_key)
+                    if "diff" in paired:
+                        paired["this"], paired["other"] = paired.pop("degraded"), paired.pop("clean")
+                    metrics[mk] = paired
             rows.append({"key": key, "label": label, "paired": metrics})
         if not rows:
             raise UserError(f"{other.run_dir} has no condition of {ds}/{split} in common with {run.run_dir}")

@@ -106,7 +106,7 @@ def _compare_table(s: dict[str, Any]) -> str:
         cells = ""
         for mk in keys:
             p = row["paired"].get(mk, {})
-            cells += (f"<td>{_num(p.get('degraded'))}</td><td>{_num(p.get('clean'))}</td><td>{_num(p.get('diff'))}</td>"
+            cells += (f"<td>{_num(p.get('this'))}</td><td>{_num(p.get('other'))}</td><td>{_num(p.get('diff'))}</td>"
                       f"<td>{_ci(p.get('ci'))}</td><td>{_num(p.get('p_value'), pct=False)}</td>")
         body += f"<tr><td>{_e(row['label'])}</td>{cells}</tr>"
     intro = (f"<p>Compared run: <code>{_e(c['other'])}</code> (model {_e(c['other_model'])}, neutralise "

@@ -10,7 +10,9 @@ What it does, in order:
    and ``dmimage_mini_cross`` on the test splits with the trained weights;
 4. writes ``DIR/runs/<protocol>/<model>/`` (predictions, results.json), ``DIR/tables/`` (md,
    LaTeX, CSV), ``DIR/figures/`` (ROC curves, robustness curves, mask overlays, confusion
-   matrices) and ``DIR/leaderboard/`` (the static leaderboard site of the runs);
+   matrices), ``DIR/leaderboard/`` (the static leaderboard site of the runs) and a short
+   robustness audit of one model (``sid_mini_audit`` on :data:`AUDIT_LIMIT` test images) in
+   ``DIR/audit/report.html``;
 5. prints the Table 2 and Table 4 style tables.
 
 Determinism: every seed is fixed, torch runs with a fixed thread count and deterministic
@@ -36,6 +38,9 @@ from bench.reproducibility.claims import AucSummary, Claim, demo_claims, write_c
 from bench.reproducibility.tolerance import table_sizes, write_sizes
 
 DEMO_THREADS = 2
+AUDIT_MODEL = "npr"
+AUDIT_LIMIT = 90
+"""The demo audits one model on this many sid-mini test images (30 per class): about half a minute."""
 QUICK_PER_CLASS = {"train": 60, "validation": 20, "test": 30}
 PROTOCOLS = {
     "detection": "sid_mini_detection",
@@ -77,6 +82,7 @@ class DemoResult:
     seconds: float
     training: dict[str, dict[str, Any]]
     claims: list[Claim]
+    audit: Path | None = None
 
 
 def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: int = 0,
@@ -102,6 +108,7 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
             weights[m.key], training[m.key] = _train(m, data_root, out_dir, quick, device, seed)
         STDERR.print("[bold]3/4[/] running the bundled protocols on the test splits")
         runs = _run_protocols(models, weights, roots, out_dir, device)
+        audit = _audit(models, weights, roots, out_dir, device)
         STDERR.print("[bold]4/4[/] tables, figures and the leaderboard site")
         tables = _write_tables(runs, out_dir / "tables")
         clean = _clean_rows(runs)
@@ -113,7 +120,7 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    return DemoResult(out_dir, tables, figures, time.time() - started, training, claims)
+    return DemoResult(out_dir, tables, figures, time.time() - started, training, claims, audit)
 
 
 def _train(m: DemoModel, data_root: Path, out_dir: Path, quick: bool, device: str,
@@ -161,6 +168,29 @@ def _run_protocols(models: Sequence[DemoModel], weights: dict[str, Path], roots:
             run_protocol(PROTOCOLS[kind], model, run_dir, data_roots=roots, tables=False)
             runs[kind][m.key] = run_dir
     return runs
+
+
+def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[str, Path], out_dir: Path,
+           device: str) -> Path | None:
+    """``sida-bench audit`` of :data:`AUDIT_MODEL` on ``sid_mini_audit`` (limited); the report's path."""
+    from bench.audit.report import REPORT_HTML, build_report
+    from bench.plugins import create_model
+    from bench.runner import run_protocol
+
+    m = next((m for m in models if m.key == AUDIT_MODEL), None)
+    if m is None:
+        return None
+    t0 = time.time()
+    audit_dir = out_dir / "audit"
+    if audit_dir.exists():
+        shutil.rmtree(audit_dir)
+    model = create_model(m.spec, weights=weights[m.key], device=device, **m.options)
+    run_protocol("sid_mini_audit", model, audit_dir / "run", data_roots=roots, limit=AUDIT_LIMIT, tables=False)
+    build_report(audit_dir / "run", audit_dir, command=f"sida-bench audit --model {m.spec} --weights "
+                 f"{weights[m.key]} --protocol sid_mini_audit --limit {AUDIT_LIMIT} (demo)")
+    seconds = time.time() - t0
+    STDERR.print(f"      audit of {m.key} ({AUDIT_LIMIT} images) in {seconds:5.1f} s  →  {audit_dir / REPORT_HTML}")
+    return audit_dir / REPORT_HTML
 
 
 def _write_tables(runs: dict[str, dict[str, Path]], out: Path) -> list[Path]:

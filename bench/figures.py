@@ -165,3 +165,109 @@ def roc_pr_curves(y: np.ndarray, score: np.ndarray, path: Path, title: str) -> P
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def sweep_panels(
+    panels: Mapping[str, Sequence[tuple[float, float | None, tuple[float, float] | None]]],
+    clean: tuple[float, tuple[float, float] | None], path: Path, title: str, ylabel: str,
+    limit: float | None = None, breaks: Mapping[str, float | None] | None = None,
+) -> Path:
+    """One panel per sweep: ``{sweep: [(strength, value, (lo, hi) or None), ...]}`` drawn as a
+    curve with its interval band, clean (value, interval) as a dashed line with its band,
+    ``limit`` (the breaking threshold) dotted, and each sweep's breaking strength marked."""
+    n = max(1, len(panels))
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, points) in zip(axes.ravel(), panels.items()):
+        xs = np.array([p[0] for p in points], dtype=np.float64)
+        ys = np.array([np.nan if p[1] is None else p[1] for p in points], dtype=np.float64)
+        lo = np.array([np.nan if p[2] is None else p[2][0] for p in points], dtype=np.float64)
+        hi = np.array([np.nan if p[2] is None else p[2][1] for p in points], dtype=np.float64)
+        ax.axhline(clean[0], color="grey", linestyle="--", linewidth=1, label="clean")
+        if clean[1] is not None:
+            ax.axhspan(clean[1][0], clean[1][1], color="grey", alpha=0.15)
+        if limit is not None:
+            ax.axhline(limit, color="tab:red", linestyle=":", linewidth=1, label="breaking threshold")
+        ax.fill_between(xs, lo, hi, alpha=0.25, color="tab:blue", label="95% interval")
+        ax.plot(xs, ys, marker="o", color="tab:blue", label="degraded")
+        brk = (breaks or {}).get(name)
+        if brk is not None:
+            ax.axvline(brk, color="tab:red", alpha=0.6, linewidth=1.5, label="breaking point")
+        if len(xs) > 1 and xs[0] > xs[-1]:
+            ax.invert_xaxis()  # mildest strength on the left
+        ax.set_xlabel(name)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def paired_differences(labels: Sequence[str], diffs: Sequence[float | None],
+                       cis: Sequence[tuple[float, float] | None], path: Path, title: str, xlabel: str) -> Path:
+    """Degraded − clean differences with paired-bootstrap intervals, one row per condition."""
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(labels)))
+    y = np.arange(len(labels))[::-1]
+    for yi, d, ci in zip(y, diffs, cis):
+        if d is None:
+            continue
+        err = None if ci is None else [[d - ci[0]], [ci[1] - d]]
+        worse, better = ci is not None and ci[1] < 0, ci is not None and ci[0] > 0
+        color = "tab:red" if worse else "tab:green" if better else "tab:grey"
+        ax.errorbar([d], [yi], xerr=err, fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(y)
+    ax.set_yticklabels(list(labels), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Condition")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def flip_bars(labels: Sequence[str], series: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+    """Grouped horizontal bars: for each condition, one bar per series (e.g. "real → fake")."""
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(labels)))
+    y = np.arange(len(labels))[::-1]
+    height = 0.8 / max(1, len(series))
+    for k, (name, values) in enumerate(series.items()):
+        ax.barh(y + (k - (len(series) - 1) / 2) * height, list(values), height=height, label=name)
+    ax.set_yticks(y)
+    ax.set_yticklabels(list(labels), fontsize=8)
+    ax.set_xlabel("Fraction of the class's images whose verdict flips")
+    ax.set_ylabel("Condition")
+    top = max((v for values in series.values() for v in values), default=0.0)
+    ax.set_xlim(0, min(1.0, max(0.05, 1.15 * top)))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def image_grid(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray | None]]]], path: Path, title: str,
+               missing: str = "not available") -> Path:
+    """Rows of thumbnails: each row is (row title, [(caption, uint8 H×W×3 image or None)])."""
+    ncols = max(len(cols) for _, cols in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.3 * ncols, 2.5 * len(rows)), squeeze=False)
+    for r, (row_title, cols) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(cols):
+                ax.axis("off")
+                continue
+            caption, image = cols[c]
+            if image is None:
+                ax.imshow(np.full((8, 8, 3), 235, np.uint8))
+                ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes, fontsize=7)
+            else:
+                ax.imshow(image, interpolation="nearest")
+            ax.set_title(caption, fontsize=7)
+        axes[r, 0].set_ylabel(row_title, fontsize=7)
+    fig.suptitle(title, fontsize=9, wrap=True)
+    return _save(fig, path)

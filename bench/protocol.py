@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import UserError
 from bench.protocol_files import resolve_protocol
@@ -60,11 +60,16 @@ class PerturbationSpec(_Strict):
     """One condition of the perturbation grid; name ``none`` is the clean condition.
 
     ``label``: how tables name the row (e.g. "JPEG 70"); defaults to the perturbation key.
+    ``sweep`` / ``strength`` (audit protocols): the sweep this condition belongs to (its axis
+    title, e.g. "JPEG quality") and its position on that axis; a sweep's conditions are listed
+    from the mildest to the most severe. Left out of the resolved protocol when unset.
     """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+    sweep: str | None = None
+    strength: float | None = None
 
     @property
     def key(self) -> str:
@@ -94,6 +99,26 @@ class BootstrapSpec(_Strict):
     seed: int = 0
 
 
+class NeutraliseSpec(_Strict):
+    """Re-encode every decoded image before its perturbation and the model, so that the source
+    files' format and compression no longer differ between classes: ``format: png`` (lossless:
+    the pixels are unchanged, only the file-level cues go) or ``format: jpeg`` at one ``quality``
+    (every image then carries the same JPEG history). Recorded in each condition's params."""
+
+    format: Literal["png", "jpeg"]
+    quality: int | None = Field(default=None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _quality_for_jpeg(self) -> "NeutraliseSpec":
+        if (self.format == "jpeg") != (self.quality is not None):
+            raise ValueError("neutralise: give a quality for format jpeg, and none for png")
+        return self
+
+    def step(self) -> dict[str, Any]:
+        """The perturbation spec that performs it (``{"name": ..., **params}``)."""
+        return {"name": "png"} if self.format == "png" else {"name": "jpeg", "quality": self.quality}
+
+
 class TableSpec(_Strict):
     """A table to render from the results: a paper layout and its caption."""
 
@@ -114,6 +139,7 @@ class Protocol(_Strict):
     metrics: list[MetricSpec] = Field(min_length=1)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
     tables: list[TableSpec] = Field(default_factory=list)
+    neutralise: NeutraliseSpec | None = None
 
     @field_validator("perturbations")
     @classmethod
@@ -125,8 +151,18 @@ class Protocol(_Strict):
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved protocol as plain JSON-able data (written into results files)."""
-        return self.model_dump(mode="json")
+        """The resolved protocol as plain JSON-able data (written into results files).
+
+        Unset audit fields (``sweep``, ``strength``, ``neutralise``) are left out, so protocols
+        that do not use them keep their sha256."""
+        data = self.model_dump(mode="json")
+        for pert in data["perturbations"]:
+            for key in ("sweep", "strength"):
+                if pert[key] is None:
+                    del pert[key]
+        if data["neutralise"] is None:
+            del data["neutralise"]
+        return data
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()

@@ -36,13 +36,17 @@ PREDICTIONS_DIR = "predictions"
 
 @dataclass(frozen=True)
 class Condition:
-    """One perturbation of the grid, instantiated: ``perturbation`` is None for the clean one."""
+    """One perturbation of the grid, instantiated: ``perturbation`` is None for the clean one.
+
+    ``neutralise``: the protocol's re-encoding applied before the perturbation (None = off);
+    it is then also in ``params`` (hence in the row key and the results)."""
 
     key: str
     name: str
     params: dict[str, Any]
     label: str
     perturbation: Perturbation | None
+    neutralise: Perturbation | None = None
 
     @property
     def params_json(self) -> str:
@@ -80,15 +84,18 @@ LIMIT_RULE = ("N samples of each split evenly spaced through the dataset's deter
 
 
 def build_conditions(protocol: Protocol) -> list[Condition]:
+    from bench.perturbations.spec import perturbation_from_spec
     from bench.plugins import create_perturbation
 
+    neutral = perturbation_from_spec(protocol.neutralise.step()) if protocol.neutralise else None
+    extra = {"neutralise": {"name": neutral.name, **neutral.params()}} if neutral else {}
     out = []
     for spec in protocol.perturbations:
         if spec.name == CLEAN:
-            out.append(Condition(CLEAN, CLEAN, {}, spec.display, None))
+            out.append(Condition(CLEAN, CLEAN, dict(extra), spec.display, None, neutral))
             continue
         pert = create_perturbation(spec.name, **spec.params)
-        out.append(Condition(pert.key, spec.name, pert.params(), spec.display, pert))
+        out.append(Condition(pert.key, spec.name, {**pert.params(), **extra}, spec.display, pert, neutral))
     return out
 
 
@@ -122,6 +129,8 @@ class _VariantStream(IterableDataset):
             return Variant(sample.id, cond.key, sample.label, None, size, None, meta, f"decode: {sample.error}")
         image, mask = sample.image, sample.mask
         try:
+            if cond.neutralise is not None:
+                image, mask = cond.neutralise(image, mask, sample_rng(self.seed, sample.id, "neutralise"))
             if cond.perturbation is not None:
                 rng = sample_rng(self.seed, sample.id, cond.key)
                 image, mask = cond.perturbation(image, mask, rng)
@@ -286,6 +295,7 @@ def run_protocol(
     store.flush()
     run_info = {
         "seed": proto.seed, "limit": limit,
+        "neutralise": proto.neutralise.model_dump() if proto.neutralise else None,
         "limit_rule": LIMIT_RULE if limit else None,
         "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
         "predictions": PREDICTIONS_DIR, "elapsed_s": round(time.time() - started, 3),

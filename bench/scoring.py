@@ -126,10 +126,22 @@ def _adapter_name(probs: LabelSpace, data: LabelSpace) -> str:
 
 
 def _score_detection(spec: MetricSpec, rows: pa.Table, probs_space: str, protocol: Protocol, factory: Any) -> MetricResult:
+    metric = detection_metric(spec, rows, probs_space, protocol, factory)
+    if isinstance(metric, str):
+        return MetricResult(skipped=metric)
+    return _result(metric, protocol)
+
+
+def detection_metric(spec: MetricSpec, rows: pa.Table, probs_space: str, protocol: Protocol,
+                     factory: Any = None) -> Metric | str:
+    """The detection metric of ``spec`` updated with ``rows`` (error-free, sorted by sample id,
+    with sample ids), through the label-space rules of this module; or why it is skipped."""
+    if factory is None:
+        from bench.plugins import create_metric as factory
     params = dict(spec.params)
     if probs_space == LabelSpace.BINARY.value and protocol.label_space == LabelSpace.TERNARY:
         if spec.name not in BINARY_ON_TERNARY_PARAMS:
-            return MetricResult(skipped="binary predictions on ternary data: this metric has no BinaryOnTernary mode")
+            return "binary predictions on ternary data: this metric has no BinaryOnTernary mode"
         params.update(BINARY_ON_TERNARY_PARAMS[spec.name])
     metric = factory(spec.name, **params)
     labels = np.asarray(rows.column("label").to_pylist(), dtype=np.int64)
@@ -137,7 +149,7 @@ def _score_detection(spec: MetricSpec, rows: pa.Table, probs_space: str, protoco
     if probs_space == LabelSpace.TERNARY.value and protocol.label_space == LabelSpace.BINARY:
         probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
     metric.update(labels, probs, groups=rows.column("group").to_pylist(), sample_ids=rows.column("sample_id").to_pylist())
-    return _result(metric, protocol)
+    return metric
 
 
 def _score_localization(metric: Metric, rows: pa.Table, protocol: Protocol) -> MetricResult:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from bench import __version__
 from bench.errors import UserError
 
-COMMANDS = ("list", "data", "run", "score", "submit", "leaderboard", "table", "predict", "train", "demo")
+COMMANDS = ("list", "data", "run", "score", "submit", "leaderboard", "table", "predict", "train", "audit", "demo")
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

@@ -1,8 +1,12 @@
-"""``sida-bench data summary|build|operations``: inspect datasets, build sid-mini, regenerate DMImage.
+"""``sida-bench data summary|audit|build|operations``: inspect datasets, check them for shortcuts,
+build sid-mini, regenerate DMImage.
 
 - ``data summary DATASET --root PATH [--split S] [--option KEY=VALUE] [--json]`` decodes every
   sample of a split (no model) and reports counts per label and per source, masks found and
   missing, and every per-sample problem.
+- ``data audit DATASET --root PATH [--split S] [--threshold T] [--json]`` reads every file's
+  header (no decoding) and reports how well each non-visual cue predicts the label
+  (:mod:`bench.audit.shortcut`).
 - ``data build sid-mini [--out DIR] [--small]`` builds sid-mini and dmimage-mini (default: the
   user cache, ``$SIDA_BENCH_CACHE`` or ``~/.cache/sida-bench``).
 - ``data operations CSV --src RAW_ROOT --out DIR`` applies DMImage's ``operations.csv``.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="dataset option, e.g. binarize=official, size_mismatch=error, real_root=PATH")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.set_defaults(handler=handle_summary)
+
+    a = actions.add_parser("audit", parents=[common],
+                           help="shortcut check: how well do non-visual file cues predict the label?")
+    a.add_argument("dataset", help="dataset plugin name (see `sida-bench list datasets`)")
+    a.add_argument("--root", type=Path, help="dataset root (optional for sid_mini and dmimage_mini)")
+    a.add_argument("--split", default="test", help="split name (default: test)")
+    a.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", default=[], help="dataset option")
+    a.add_argument("--threshold", type=float, default=0.6, help="flag a cue whose AUC exceeds this (default: 0.6)")
+    a.add_argument("--json", action="store_true", help="print JSON (per cue: name, auc, ci, flagged, ...)")
+    a.set_defaults(handler=handle_audit)
 
     b = actions.add_parser("build", parents=[common], help="build an embedded benchmark")
     b.add_argument("name", choices=("sid-mini",), help="sid-mini (also builds dmimage-mini)")
@@ -137,6 +152,35 @@ def handle_summary(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_summary(report)
+    return 0
+
+
+def handle_audit(args: argparse.Namespace) -> int:
+    from bench.audit.shortcut import audit_dataset
+    from bench.plugins import create_dataset
+
+    dataset = create_dataset(args.dataset, root=args.root, split=args.split, **parse_options(args.option))
+    report = audit_dataset(dataset, threshold=args.threshold, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        if report["flagged"]:
+            print(f"warning: shortcut cues above AUC {report['threshold']}: {', '.join(report['flagged'])}",
+                  file=sys.stderr)
+        return 0
+    console = Console(stderr=False)
+    table = Table(title=f"shortcut check of {report['dataset']}/{report['split']} ({report['n']} files)")
+    for col in ("cue", "AUC real vs fake", "95% CI", *report["cues"][0]["per_class"], "flagged"):
+        table.add_column(col, justify="left" if col == "cue" else "right")
+    for cue in report["cues"]:
+        per = [f"{v['auc']:.3f}" for v in cue["per_class"].values()]
+        flag = "[bold red]YES[/]" if cue["flagged"] else "no"
+        table.add_row(cue["name"], f"{cue['auc']:.3f}", f"[{cue['ci'][0]:.3f}, {cue['ci'][1]:.3f}]", *per, flag)
+    console.print(table)
+    console.print(f"classifier: {report['classifier']}", markup=False)
+    if report["flagged"]:
+        console.print(f"[bold red]WARNING[/]: {', '.join(report['flagged'])} predict the label above AUC "
+                      f"{report['threshold']}: a detector can score well without looking at the picture. Neutralise "
+                      "them (protocol `neutralise:`, docs/audit.md) or report results per cue value.")
     return 0
 
 

@@ -3,6 +3,7 @@
 PLUGINS: dict[str, str] = {
     "jpeg": "bench.perturbations.compression:Jpeg",
     "webp": "bench.perturbations.compression:Webp",
+    "png": "bench.perturbations.compression:Png",
     "resize": "bench.perturbations.geometric:Resize",
     "crop": "bench.perturbations.geometric:Crop",
     "gaussian_noise": "bench.perturbations.filters:GaussianNoise",

@@ -86,3 +86,26 @@ class Webp(Perturbation):
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         check_inputs(image, mask)
         return _decode(self.encode(image)), mask
+
+
+class Png(Perturbation):
+    """Lossless re-encoding through PNG (Pillow, ``compress_level`` 6), then decoded: the pixels
+    are unchanged. Used to neutralise file-format cues (a protocol's ``neutralise: {format: png}``)."""
+
+    name = "png"
+
+    def params(self) -> dict[str, Any]:
+        return {"library": "Pillow", "lossless": True}
+
+    def library_versions(self) -> dict[str, str]:
+        return {"Pillow": PIL.__version__, "zlib": str(features.version("zlib"))}
+
+    def encode(self, image: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(image, "RGB").save(buf, format="PNG", compress_level=6)
+        return buf.getvalue()
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        check_inputs(image, mask)
+        return _decode(self.encode(image)), mask

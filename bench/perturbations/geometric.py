@@ -38,21 +38,46 @@ class Resize(Perturbation):
     """Rescale by ``scale`` with Pillow's ``interpolation`` (Pillow antialiases when it
     downsamples). ``restore=False`` (default, as AIGCDetectBenchmark) keeps the new size;
     ``restore=True`` resizes back to the original size with the same interpolation (as
-    albumentations' Downscale), and the mask is then returned unchanged."""
+    albumentations' Downscale), and the mask is then returned unchanged.
+
+    ``max_long_side`` (instead of ``scale``): what platforms do on upload; an image whose long
+    side exceeds it is scaled so that its long side equals it (the short side
+    ``floor(short * max_long_side / long + 0.5)``), a smaller one is left as it is."""
 
     name = "resize"
 
-    def __init__(self, scale: float = 0.5, interpolation: str = "bilinear", restore: bool = False) -> None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 16:
-            raise UserError(f"resize: scale must be a number in (0, 16], got {scale!r}")
+    def __init__(self, scale: float | None = None, interpolation: str = "bilinear", restore: bool = False,
+                 max_long_side: int | None = None) -> None:
         if interpolation not in INTERPOLATIONS:
             raise UserError(f"resize: interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}")
         if not isinstance(restore, bool):
             raise UserError(f"resize: restore must be true or false, got {restore!r}")
+        if max_long_side is not None:
+            if scale is not None:
+                raise UserError("resize: give either scale or max_long_side, not both")
+            if isinstance(max_long_side, bool) or not isinstance(max_long_side, (int, np.integer)) or max_long_side < 1:
+                raise UserError(f"resize: max_long_side must be a positive integer, got {max_long_side!r}")
+            super().__init__(max_long_side=int(max_long_side), interpolation=interpolation, restore=restore)
+            return
+        scale = 0.5 if scale is None else scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 16:
+            raise UserError(f"resize: scale must be a number in (0, 16], got {scale!r}")
         super().__init__(scale=float(scale), interpolation=interpolation, restore=restore)
 
     def params(self) -> dict[str, Any]:
-        return {**self._params, "library": "Pillow", "size_rule": "floor(side*scale+0.5), min 1"}
+        rule = ("long side = max_long_side if larger, short side floor(short*max_long_side/long+0.5)"
+                if "max_long_side" in self._params else "floor(side*scale+0.5), min 1")
+        return {**self._params, "library": "Pillow", "size_rule": rule}
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') of the output for an input of (height, width)."""
+        if "max_long_side" not in self._params:
+            return scaled_size(height, width, self._params["scale"])
+        limit, long = self._params["max_long_side"], max(height, width)
+        if long <= limit:
+            return height, width
+        short = max(1, math.floor(min(height, width) * limit / long + 0.5))
+        return (limit, short) if height >= width else (short, limit)
 
     def library_versions(self) -> dict[str, str]:
         return {"Pillow": PIL.__version__}
@@ -61,7 +86,9 @@ class Resize(Perturbation):
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         check_inputs(image, mask)
         h, w = image.shape[:2]
-        nh, nw = scaled_size(h, w, self._params["scale"])
+        nh, nw = self.target_size(h, w)
+        if (nh, nw) == (h, w) and "max_long_side" in self._params:
+            return image.copy(), mask
         resample = INTERPOLATIONS[self._params["interpolation"]]
         out = Image.fromarray(image, "RGB").resize((nw, nh), resample)
         if self._params["restore"]:

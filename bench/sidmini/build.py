@@ -12,7 +12,10 @@ Output tree (``root``)::
 
 Every sample is drawn from its own generator seeded by (seed, split, class, index), so the bytes
 are identical on every run with the same package versions. Every image is a lossless PNG
-(unlike SID-Set, whose reals are JPEG), so the file format is no cue.
+(unlike SID-Set, whose reals are JPEG), so the file format is no cue, and an *uncompressed* one
+(zlib level 0), so the file size depends on the image size only: compressed PNGs of fakes are
+larger (their up-sampling trace is high-frequency detail), a shortcut that ``sida-bench data
+audit`` flagged in builder version 1 (bytes-per-pixel AUC 0.61-0.66).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from bench.sidmini.generator import Fingerprint, draw_strength, make_family, syn
 from bench.sidmini.photos import SPLIT_PHOTOS, load_photos, random_crop
 from bench.sidmini.tamper import blend, object_region
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 DEFAULT_SIZE = 96
 DEFAULT_PER_CLASS: dict[str, int] = {"train": 400, "validation": 100, "test": 300}
 SMALL_PER_CLASS: dict[str, int] = {"train": 6, "validation": 3, "test": 6}
@@ -63,10 +66,15 @@ class Item:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_png(array: np.ndarray) -> bytes:
+IMAGE_COMPRESS_LEVEL = 0
+"""zlib level of image PNGs: 0 (stored), so bytes per pixel is the same for every class."""
+MASK_COMPRESS_LEVEL = 1
+
+
+def encode_png(array: np.ndarray, compress_level: int = MASK_COMPRESS_LEVEL) -> bytes:
     """Deterministic PNG bytes (no metadata, fixed compression level)."""
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
@@ -170,7 +178,7 @@ def _write_split(root: Path, split: str, items: list[Item]) -> None:
     rows: list[dict[str, Any]] = []
     descriptions: dict[str, dict[str, str]] = {c: {} for c in CLASSES}
     for it in items:
-        png = encode_png(it.image)
+        png = encode_png(it.image, IMAGE_COMPRESS_LEVEL)
         _write(split_dir / it.folder / f"{it.stem}.png", png)
         mask_png = None
         if it.mask is not None:
@@ -237,7 +245,7 @@ def _generate_into(tmp: Path, params: dict[str, Any]) -> dict[str, Any]:
         for f in range(len(DMIMAGE_FOLDERS)):
             for i in range(params["dmimage_per_folder"]):
                 it = make_dmimage_item(f, i, size, seed, photos, fams)
-                _write(tmp / "dmimage" / it.folder / f"{it.stem}.png", encode_png(it.image))
+                _write(tmp / "dmimage" / it.folder / f"{it.stem}.png", encode_png(it.image, IMAGE_COMPRESS_LEVEL))
                 dm_items.append(it)
                 progress.advance(task)
         _write_provenance(tmp / "provenance" / "dmimage.csv", dm_items)

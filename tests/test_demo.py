@@ -22,7 +22,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 TABLES = ("detection", "localization", "robustness", "cross_dataset")
 FIGURES = ("roc_sid_mini_detection.png", "roc_dmimage_mini_cross.png", "robustness_detection.png",
            "robustness_localization.png", "masks_tampered.png", "confusion_sida.png", "confusion_cnnspot.png")
-RERUN = ("fredect", "npr")  # a cheap subset, rerun to check same-machine exactness
+RERUN = ("cnnspot", "fredect")  # a cheap subset (no audit, no localizer), rerun to check same-machine exactness
 
 
 @pytest.fixture(scope="module")

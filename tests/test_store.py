@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.store import (PredictionStore, RunIdentity, decode_bool_mask, decode_prob_mask, encode_bool_mask,
+from bench.evaluation.store import (PredictionStore, RunIdentity, decode_bool_mask, decode_prob_mask, encode_bool_mask,
                          encode_prob_mask, row_key)
 
 

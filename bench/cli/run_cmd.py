@@ -28,14 +28,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def handle(args: argparse.Namespace) -> int:
+    from bench.cli.compose import run_and_score
+    from bench.evaluation.protocol import load_protocol
     from bench.plugins import create_model
-    from bench.protocol import load_protocol
-    from bench.runner import run_protocol
 
     protocol = load_protocol(args.protocol)
     model = create_model(args.model, weights=args.weights, device=args.device, allow_pickle=args.allow_pickle,
                          **parse_model_options(args.option))
-    results = run_protocol(
+    results = run_and_score(
         protocol, model, args.out, device=args.device,
         allow_pickle=args.allow_pickle, data_roots=parse_data_roots(args.data_root), limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, resume=args.resume, flush_every=args.flush_every,

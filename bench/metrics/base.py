@@ -65,11 +65,11 @@ class SampleMetric(Metric):
     or an O(bins) histogram, per image for localization: never per pixel). ``merge`` appends the
     other shard's rows. Every number is a function of *weighted sums* over rows, computed by
     :meth:`compute_weighted`; ``compute()`` uses weight 1 for every row, and the bootstrap
-    (:mod:`bench.bootstrap`) resamples by drawing integer multiplicities, so a resample costs no
+    (:mod:`bench.evaluation.bootstrap`) resamples by drawing integer multiplicities, so a resample costs no
     copy of the state.
 
     Optional ``sample_ids`` given to ``update`` are kept so that two models can be paired on the
-    same samples (:func:`bench.bootstrap.paired_bootstrap`).
+    same samples (:func:`bench.evaluation.bootstrap.paired_bootstrap`).
     """
 
     def __init__(self) -> None:

@@ -1,16 +1,15 @@
-"""The runner: protocol × model → prediction store → results.json and tables.
+"""The runner: protocol × model → prediction store and run record (no scoring).
 
 Path of one image (DESIGN.md): dataset decode (once per model for the whole perturbation grid)
 → perturbation (rng from ``sample_rng(protocol seed, sample id, perturbation key)``, mask
 co-transformed) → the model's input policy (``model.preprocess``, in loader workers) →
 ``model.predict_preprocessed`` in batches → one store row per (sample, perturbation).
-Scoring reads the store only (:mod:`bench.scoring`), sorted by sample id, so the numbers do not
-depend on batch size, workers, order or sharding.
+The scorer (:mod:`bench.evaluation.scorer`) reads the store only, sorted by sample id, so the
+numbers do not depend on batch size, workers, order or sharding; the CLI composes run → score.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,30 +22,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from bench.adapters import LocalizerAsDetector
 from bench.datasets.base import Dataset
 from bench.errors import UserError
+from bench.evaluation.conditions import Condition, build_conditions
+from bench.evaluation.protocol import Protocol, load_protocol
+from bench.evaluation.run_record import RunRecord, split_key
+from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, policy_hash, prediction_row, row_key
 from bench.model import Capability, Detector
-from bench.perturbations.base import Perturbation, sample_rng
+from bench.perturbations.base import sample_rng
 from bench.progress import make_progress
-from bench.protocol import CLEAN, Protocol, load_protocol
-from bench.results import ResultsFile
-from bench.store import PredictionStore, RunIdentity, encode_bool_mask, encode_prob_mask, policy_hash, row_key
 from bench.types import Prediction, Sample
-
-PREDICTIONS_DIR = "predictions"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One perturbation of the grid, instantiated: ``perturbation`` is None for the clean one."""
-
-    key: str
-    name: str
-    params: dict[str, Any]
-    label: str
-    perturbation: Perturbation | None
-
-    @property
-    def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True, default=str)
 
 
 @dataclass
@@ -77,19 +60,6 @@ class Split:
 
 LIMIT_RULE = ("N samples of each split evenly spaced through the dataset's deterministic order "
               "(the first N where a dataset cannot list its ids without decoding)")
-
-
-def build_conditions(protocol: Protocol) -> list[Condition]:
-    from bench.plugins import create_perturbation
-
-    out = []
-    for spec in protocol.perturbations:
-        if spec.name == CLEAN:
-            out.append(Condition(CLEAN, CLEAN, {}, spec.display, None))
-            continue
-        pert = create_perturbation(spec.name, **spec.params)
-        out.append(Condition(pert.key, spec.name, pert.params(), spec.display, pert))
-    return out
 
 
 class _VariantStream(IterableDataset):
@@ -182,42 +152,10 @@ def detection_adapter(model: Detector) -> LocalizerAsDetector | None:
 
 def make_row(run: RunIdentity, split: Split, cond: Condition, v: Variant, pred: Prediction,
              probs_space: str) -> dict[str, Any]:
-    error = v.error or pred.error
-    probs = np.asarray(pred.probs, dtype=np.float64) if pred.probs is not None else np.zeros(0)
-    pm = pred.mask if error is None else None
-    gm = v.gt_mask
-    dataset = split.spec_name
-    return {
-        "key": row_key(run, dataset, split.dataset.split, v.sample_id, cond.key, cond.params_json),
-        "model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
-        "dataset": dataset, "split": split.dataset.split, "sample_id": v.sample_id,
-        "perturbation": cond.key, "perturbation_params": cond.params_json, "seed": run.seed,
-        "label": int(v.label),
-        "probs": None if error else [float(x) for x in probs],
-        "probs_space": probs_space,
-        "height": int(v.size[0]), "width": int(v.size[1]),
-        "pred_mask": encode_prob_mask(pm) if pm is not None else None,
-        "pred_mask_h": int(pm.shape[0]) if pm is not None else None,
-        "pred_mask_w": int(pm.shape[1]) if pm is not None else None,
-        "gt_mask": encode_bool_mask(gm) if gm is not None else None,
-        "gt_mask_h": int(gm.shape[0]) if gm is not None else None,
-        "gt_mask_w": int(gm.shape[1]) if gm is not None else None,
-        "group": group_of(v.meta),
-        "meta": json.dumps(light_meta(v.meta), sort_keys=True, default=str),
-        "error": error, "text": pred.text,
-    }
-
-
-def group_of(meta: dict[str, Any]) -> str | None:
-    for k in ("generator", "group", "source"):
-        if meta.get(k) is not None:
-            return str(meta[k])
-    return None
-
-
-def light_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-able scalar and list fields of a sample's meta."""
-    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))}
+    return prediction_row(
+        run, dataset=split.spec_name, split=split.dataset.split, sample_id=v.sample_id, perturbation=cond.key,
+        params_json=cond.params_json, label=v.label, probs=pred.probs, probs_space=probs_space, size=v.size,
+        pred_mask=pred.mask, gt_mask=v.gt_mask, meta=v.meta, error=v.error or pred.error, text=pred.text)
 
 
 def run_protocol(
@@ -234,26 +172,26 @@ def run_protocol(
     workers: int = 0,
     resume: bool = False,
     flush_every: int = 256,
-    tables: bool = True,
-) -> ResultsFile:
-    """Run ``protocol`` with ``model``, write ``out_dir/{predictions/, results.json, tables/}``.
+) -> RunRecord:
+    """Predict ``protocol`` with ``model`` into ``out_dir/predictions/`` (no scoring).
 
     Args:
         protocol: a :class:`Protocol`, a bundled protocol name or a YAML path.
         model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``
             and ``allow_pickle`` are used to create it).
         data_roots: ``{dataset name: folder}``, overriding a protocol's ``root``.
-        limit: evaluate only the first ``limit`` samples of each split (the dataset's order).
+        limit: evaluate only ``limit`` samples of each split (:data:`LIMIT_RULE`).
         batch_size, workers: inference batch size and DataLoader workers (0 = in process).
         resume: continue a run in ``out_dir`` (stored rows are skipped before decoding).
         flush_every: rows per parquet shard (the most a killed run loses).
-    Returns the results, also written to ``out_dir/results.json``.
+    Returns the completed run record, also written to ``out_dir/ranks/`` (score it with
+    :func:`bench.evaluation.scorer.score_run`; the CLI composes the two).
     """
     from bench.plugins import create_model
-    from bench.scoring import score_store
 
     started = time.time()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    source = "" if isinstance(protocol, Protocol) else str(protocol)
     if isinstance(model, str):
         model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
     if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
@@ -269,6 +207,18 @@ def run_protocol(
     splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored) for spec in proto.datasets]
     adapter = detection_adapter(model)
     probs_space = "binary" if adapter is not None else model.label_space.value
+    model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
+                  "adapters": {"detection": "LocalizerAsDetector (p_fake = max of the predicted mask)"}
+                  if adapter else {}}
+    record = RunRecord(
+        protocol=proto.to_dict(), protocol_source=source, model=model_info, device=str(model.device),
+        run={"seed": proto.seed, "limit": limit, "limit_rule": LIMIT_RULE if limit else None,
+             "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
+             "predictions": PREDICTIONS_DIR},
+        requested={split_key(s.spec_name, s.dataset.split): _requested(s, limit) for s in splits},
+        dataset_info={split_key(s.spec_name, s.dataset.split): s.dataset.describe() for s in splits},
+    )
+    record.write(out)
     total = sum(_pending(s, limit, len(conditions)) for s in splits)
     with make_progress() as bar:
         task = bar.add_task(f"{model.name} × {proto.name}", total=total)
@@ -284,25 +234,10 @@ def run_protocol(
                     store.add(make_row(run, split, by_key[v.condition], v, pred, probs_space))
                 bar.advance(task, len(batch))
     store.flush()
-    run_info = {
-        "seed": proto.seed, "limit": limit,
-        "limit_rule": LIMIT_RULE if limit else None,
-        "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
-        "predictions": PREDICTIONS_DIR, "elapsed_s": round(time.time() - started, 3),
-    }
-    model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
-                  "adapters": {"detection": "LocalizerAsDetector (p_fake = max of the predicted mask)"}
-                  if adapter else {}}
-    requested = {(s.spec_name, s.dataset.split): _requested(s, limit) for s in splits}
-    dataset_info = {(s.spec_name, s.dataset.split): s.dataset.describe() for s in splits}
-    results = score_store(store, proto, model_info, run_info, conditions=conditions,
-                          requested=requested, dataset_info=dataset_info, device=str(model.device))
-    results.write(out)
-    if tables:
-        from bench.tables import write_tables
-
-        write_tables([results], out / "tables", kinds=[t.kind for t in proto.tables] or None)
-    return results
+    record.run["elapsed_s"] = round(time.time() - started, 3)
+    record.complete = True
+    record.write(out)
+    return record
 
 
 def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], limit: int | None,

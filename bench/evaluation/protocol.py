@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import UserError
-from bench.protocol_files import resolve_protocol
+from bench.evaluation.protocol_files import resolve_protocol
 from bench.types import LabelSpace
 
 CLEAN = "none"

@@ -33,6 +33,9 @@ import pyarrow.parquet as pq
 
 from bench.errors import UserError
 
+PREDICTIONS_DIR = "predictions"
+"""The store's folder inside a run directory."""
+
 SCHEMA = pa.schema([
     ("key", pa.string()),
     ("model", pa.string()),
@@ -107,6 +110,49 @@ def encode_bool_mask(mask: np.ndarray) -> bytes:
 def decode_bool_mask(data: bytes, h: int, w: int) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=h * w)
     return bits.astype(bool).reshape(h, w)
+
+
+# ------------------------------------------------------------------------------- rows
+def prediction_row(
+    run: RunIdentity, *, dataset: str, split: str, sample_id: str, perturbation: str, params_json: str,
+    label: int, probs: Any, probs_space: str, size: tuple[int, int], pred_mask: np.ndarray | None,
+    gt_mask: np.ndarray | None, meta: dict[str, Any], error: str | None, text: str | None,
+) -> dict[str, Any]:
+    """One store row (columns of :data:`SCHEMA`); ``probs`` and ``pred_mask`` are dropped on error."""
+    pm = pred_mask if error is None else None
+    gm = gt_mask
+    return {
+        "key": row_key(run, dataset, split, sample_id, perturbation, params_json),
+        "model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
+        "dataset": dataset, "split": split, "sample_id": sample_id,
+        "perturbation": perturbation, "perturbation_params": params_json, "seed": run.seed,
+        "label": int(label),
+        "probs": None if error or probs is None else [float(x) for x in np.asarray(probs, dtype=np.float64)],
+        "probs_space": probs_space,
+        "height": int(size[0]), "width": int(size[1]),
+        "pred_mask": encode_prob_mask(pm) if pm is not None else None,
+        "pred_mask_h": int(pm.shape[0]) if pm is not None else None,
+        "pred_mask_w": int(pm.shape[1]) if pm is not None else None,
+        "gt_mask": encode_bool_mask(gm) if gm is not None else None,
+        "gt_mask_h": int(gm.shape[0]) if gm is not None else None,
+        "gt_mask_w": int(gm.shape[1]) if gm is not None else None,
+        "group": group_of(meta),
+        "meta": json.dumps(light_meta(meta), sort_keys=True, default=str),
+        "error": error, "text": text,
+    }
+
+
+def group_of(meta: dict[str, Any]) -> str | None:
+    """The sample's generator / group / source name (per-group detection metrics), if any."""
+    for k in ("generator", "group", "source"):
+        if meta.get(k) is not None:
+            return str(meta[k])
+    return None
+
+
+def light_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able scalar and list fields of a sample's meta."""
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))}
 
 
 # ------------------------------------------------------------------------------- store

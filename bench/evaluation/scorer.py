@@ -1,4 +1,4 @@
-"""Scoring: prediction-store rows → metrics → :class:`~bench.results.ResultsFile`.
+"""Scoring: prediction-store rows → metrics → :class:`~bench.evaluation.results.ResultsFile`.
 
 Rows are read sorted by (dataset, split, perturbation, sample id), so the numbers do not depend
 on the order in which they were predicted. Label-space rules (each recorded as ``adapter``):
@@ -21,7 +21,6 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,14 @@ import numpy as np
 import pyarrow as pa
 
 from bench.adapters import TernaryToBinary
+from bench.errors import UserError
+from bench.evaluation.bootstrap import bootstrap_ci, describe_bootstrap
+from bench.evaluation.conditions import build_conditions
+from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
+from bench.evaluation.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
+from bench.evaluation.run_record import complete_records, split_key
+from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
 from bench.metrics.base import Metric
-from bench.protocol import MetricSpec, Protocol
-from bench.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
-from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
 from bench.types import TAMPERED, LabelSpace
 
 BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mode": "binary_on_ternary"}}
@@ -45,50 +48,70 @@ PACKAGES = ("sida-bench", "torch", "torchvision", "timm", "open_clip_torch", "tr
             "numpy", "pandas", "pyarrow", "Pillow", "scikit-learn", "scikit-image", "pydantic")
 
 
-def score_store(
-    store: PredictionStore,
-    protocol: Protocol,
-    model_info: dict[str, Any],
-    run_info: dict[str, Any],
-    *,
-    conditions: Sequence[Any] | None = None,
-    requested: dict[tuple[str, str], int] | None = None,
-    dataset_info: dict[tuple[str, str], dict[str, Any]] | None = None,
-    device: str = "cpu",
-    source: str = "",
-) -> ResultsFile:
-    """Score every (dataset, split, perturbation) group of ``store`` with the protocol's metrics."""
+def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None,
+              metric_options: dict[str, dict[str, Any]] | None = None) -> ResultsFile:
+    """Score a finished run directory from its store and run records alone (no model).
+
+    ``protocol``: score with another protocol (other metrics, conventions or a subset of the
+    datasets and perturbations; default: the run's own). ``metric_options``: ``{metric name:
+    {param: value}}`` merged over the protocol's metric parameters.
+    """
+    run_dir = Path(run_dir)
+    records = complete_records(run_dir)
+    first = records[0]
+    if protocol is None:
+        proto = Protocol.model_validate(first.protocol)
+        source = first.protocol_source
+    else:
+        proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+        source = "" if isinstance(protocol, Protocol) else str(protocol)
+    proto = with_metric_options(proto, metric_options or {})
+    store = PredictionStore(run_dir / PREDICTIONS_DIR)
     table = store.read()
     groups = dict(iter_groups(table))
-    perts = _perturbation_infos(protocol, conditions)
+    perts = [PerturbationInfo(key=c.key, name=c.name, params=c.params, label=c.label) for c in build_conditions(proto)]
     entries: list[ResultEntry] = []
-    for spec in protocol.datasets:
+    for spec in proto.datasets:
         for pert in perts:
             rows = groups.get((spec.name, spec.split, pert.key))
             if rows is None:
                 continue
-            entry = score_rows(rows, protocol, pert)
-            entry.n_requested = (requested or {}).get((spec.name, spec.split))
-            entry.dataset_info = (dataset_info or {}).get((spec.name, spec.split), {})
+            entry = score_rows(rows, proto, pert)
+            entry.n_requested = first.requested.get(split_key(spec.name, spec.split))
+            entry.dataset_info = first.dataset_info.get(split_key(spec.name, spec.split), {})
             entries.append(entry)
-    run = {**run_info, "rows": table.num_rows}
+    run = {**first.run, "rows": table.num_rows, "shards": len(records),
+           "elapsed_s": max((r.run.get("elapsed_s") or 0.0) for r in records)}
     return ResultsFile(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        protocol=ProtocolInfo(name=protocol.name, version=protocol.version, source=source,
-                              sha256=protocol.sha256(), resolved=protocol.to_dict()),
-        model=model_info,
-        environment=environment(device),
+        protocol=ProtocolInfo(name=proto.name, version=proto.version, source=source,
+                              sha256=proto.sha256(), resolved=proto.to_dict()),
+        model=first.model,
+        environment=environment(first.device),
         run=run,
         entries=entries,
     )
 
 
-def _perturbation_infos(protocol: Protocol, conditions: Sequence[Any] | None) -> list[PerturbationInfo]:
-    if conditions is not None:
-        return [PerturbationInfo(key=c.key, name=c.name, params=c.params, label=c.label) for c in conditions]
-    from bench.runner import build_conditions
+def with_metric_options(protocol: Protocol, options: dict[str, dict[str, Any]]) -> Protocol:
+    """``protocol`` with ``{metric: {param: value}}`` merged over its metrics' parameters."""
+    if not options:
+        return protocol
+    names = [m.name for m in protocol.metrics]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise UserError(f"--metric-option: metric {unknown[0]!r} is not in protocol {protocol.name!r} "
+                        f"(metrics: {', '.join(names)})")
+    metrics = [MetricSpec(name=m.name, params={**m.params, **options.get(m.name, {})}) for m in protocol.metrics]
+    data = {**protocol.to_dict(), "metrics": [m.model_dump() for m in metrics]}
+    from bench.plugins import create_metric
 
-    return _perturbation_infos(protocol, build_conditions(protocol))
+    for m in metrics:
+        try:
+            create_metric(m.name, **m.params)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"--metric-option {m.name}: {exc}") from None
+    return Protocol.model_validate(data)
 
 
 def score_rows(rows: pa.Table, protocol: Protocol, pert: PerturbationInfo) -> ResultEntry:
@@ -192,8 +215,6 @@ def _score_legacy(metric: Metric, rows: pa.Table, probs_space: str, protocol: Pr
 
 
 def _result(metric: Metric, protocol: Protocol | None) -> MetricResult:
-    from bench.bootstrap import bootstrap_ci, describe_bootstrap
-
     values = metric.compute()
     cis: dict[str, tuple[float, float]] = {}
     boot = protocol.bootstrap if protocol is not None else None
@@ -246,20 +267,3 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def score_file(predictions: str | Path, protocol: Protocol | str | Path, out_dir: str | Path, *,
-               data_roots: dict[str, Path] | None = None, name: str | None = None) -> ResultsFile:
-    """Score a predictions file (see :mod:`bench.predictions_import`); write results and tables to ``out_dir``."""
-    from bench.predictions_import import import_predictions
-    from bench.protocol import load_protocol
-    from bench.tables import write_tables
-
-    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-    out = Path(out_dir)
-    store, info = import_predictions(Path(predictions), proto, out, data_roots, name)
-    run_info = {"seed": proto.seed, "limit": None, "predictions": "predictions", "source": str(predictions)}
-    results = score_store(store, proto, {**info, "spec": info["name"]}, run_info, device="none")
-    results.write(out)
-    write_tables([results], out / "tables", kinds=[t.kind for t in proto.tables] or None)
-    return results

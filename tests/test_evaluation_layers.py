@@ -8,7 +8,7 @@ from pathlib import Path
 import bench.evaluation as evaluation
 
 ORDER = ["protocol_files", "protocol", "conditions", "store", "run_record", "runner", "predictions_import",
-         "results", "bootstrap", "scorer"]
+         "results", "bootstrap", "metric_feed", "scorer"]
 
 
 def imported(path: Path) -> set[str]:

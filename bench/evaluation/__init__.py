@@ -11,7 +11,8 @@ Modules, each importing only those listed before it (no circles, nothing imports
   :mod:`~bench.evaluation.predictions_import`: a predictions file → store.
 - :mod:`~bench.evaluation.results`: the typed ``results.json`` schema;
   :mod:`~bench.evaluation.bootstrap`: seeded intervals over per-sample metric rows;
-  :mod:`~bench.evaluation.scorer`: store → metrics → results, streamed shard by shard.
+  :mod:`~bench.evaluation.metric_feed`: batches of store rows → metric states, one per group;
+  :mod:`~bench.evaluation.scorer`: run directory → results, streamed shard by shard.
 
 The CLI (:mod:`bench.cli.compose`) is the one place that composes run → score → tables.
 """

@@ -146,7 +146,7 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
                 raise UserError(f"{path}: sample_id {sample.id!r} ({ds_name}/{split}) has no row for {', '.join(missing)}")
             for pert_key, i in wanted[sample.id].items():
                 store.add(_row(identity, conditions[pert_key], ds_name, split, sample, records[i], probs[i],
-                               probs_space, i, path))
+                               probs_space, i, path, protocol.store_masks))
         unknown = [s for s in wanted if s not in seen]
         if unknown:
             row = first[(ds_name, split, unknown[0], next(iter(wanted[unknown[0]])))] + 1
@@ -167,7 +167,7 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
 
 
 def _row(identity: RunIdentity, cond: Condition, ds: str, split: str, sample: Any, rec: dict[str, Any],
-         probs: np.ndarray, probs_space: str, i: int, path: Path) -> dict[str, Any]:
+         probs: np.ndarray, probs_space: str, i: int, path: Path, store_masks: str) -> dict[str, Any]:
     gt, size, error = sample.mask, None, sample.error
     if sample.image is not None and cond.perturbation is not None:
         image, gt = cond.perturbation(sample.image, sample.mask, sample_rng(identity.seed, sample.id, cond.key))
@@ -184,4 +184,5 @@ def _row(identity: RunIdentity, cond: Condition, ds: str, split: str, sample: An
     text = rec.get("text") if isinstance(rec.get("text"), str) else None
     return prediction_row(identity, dataset=ds, split=split, sample_id=sample.id, perturbation=cond.key,
                           params_json=cond.params_json, label=sample.label, probs=probs, probs_space=probs_space,
-                          size=(h, w), pred_mask=pred, gt_mask=gt, meta=sample.meta, error=error, text=text)
+                          size=(h, w), pred_mask=pred, gt_mask=gt, meta=sample.meta, error=error, text=text,
+                          store_masks=store_masks)

@@ -114,6 +114,9 @@ class Protocol(_Strict):
     metrics: list[MetricSpec] = Field(min_length=1)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
     tables: list[TableSpec] = Field(default_factory=list)
+    store_masks: Literal["full", "stats"] = "full"
+    """What the prediction store keeps of masks: ``full`` (8-bit predicted masks, ground truths,
+    per-image statistics) or ``stats`` (per-image statistics only; see bench/evaluation/store.py)."""
 
     @field_validator("perturbations")
     @classmethod

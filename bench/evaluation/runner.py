@@ -151,11 +151,12 @@ def detection_adapter(model: Detector) -> LocalizerAsDetector | None:
 
 
 def make_row(run: RunIdentity, split: Split, cond: Condition, v: Variant, pred: Prediction,
-             probs_space: str) -> dict[str, Any]:
+             probs_space: str, store_masks: str = "full") -> dict[str, Any]:
     return prediction_row(
         run, dataset=split.spec_name, split=split.dataset.split, sample_id=v.sample_id, perturbation=cond.key,
         params_json=cond.params_json, label=v.label, probs=pred.probs, probs_space=probs_space, size=v.size,
-        pred_mask=pred.mask, gt_mask=v.gt_mask, meta=v.meta, error=v.error or pred.error, text=pred.text)
+        pred_mask=pred.mask, gt_mask=v.gt_mask, meta=v.meta, error=v.error or pred.error, text=pred.text,
+        store_masks=store_masks)
 
 
 def run_protocol(
@@ -231,7 +232,7 @@ def run_protocol(
                 for v, pred in zip(batch, predict_batch(model, batch)):
                     if adapter is not None and pred.error is None:
                         pred = adapter(pred)
-                    store.add(make_row(run, split, by_key[v.condition], v, pred, probs_space))
+                    store.add(make_row(run, split, by_key[v.condition], v, pred, probs_space, proto.store_masks))
                 bar.advance(task, len(batch))
     store.flush()
     record.run["elapsed_s"] = round(time.time() - started, 3)

@@ -1,17 +1,13 @@
-"""Scoring: prediction-store rows → metrics → :class:`~bench.evaluation.results.ResultsFile`.
+"""Scoring: a run directory's prediction store → metrics → :class:`~bench.evaluation.results.ResultsFile`.
 
-Rows are read sorted by (dataset, split, perturbation, sample id), so the numbers do not depend
-on the order in which they were predicted. Label-space rules (each recorded as ``adapter``):
-
-- probabilities in the protocol's label space: used as they are;
-- ternary probabilities on binary data: :class:`~bench.adapters.TernaryToBinary`;
-- binary probabilities on ternary data: the :class:`~bench.adapters.BinaryOnTernary` rule,
-  through the metric's own mode (:data:`BINARY_ON_TERNARY_PARAMS`); a metric without that
-  mode is skipped with the reason recorded.
-
-Rows with an error are counted in ``n_errors`` and left out of every metric (never dropped
-from the store). Localization metrics see the rows that have a predicted mask; a tampered row
-without a ground-truth mask is left out and counted in ``n_no_gt_mask``.
+The store is streamed (:meth:`~bench.evaluation.store.PredictionStore.iter_batches`): a first
+pass reads the light columns of every shard (keys, ids, errors) to find the winning row of each
+key; the second feeds batches of rows, shard by shard, into one
+:class:`~bench.evaluation.metric_feed.GroupScorer` per (dataset, split, perturbation). Mask bytes
+are never read: localization metrics use each row's per-image ``mask_stats``, so memory is
+bounded by one batch plus the metrics' per-sample rows, and the numbers equal one in-memory
+pass over the rows sorted by sample id (whatever order, batch size or sharding wrote them).
+Label-space adapters and error handling: :mod:`bench.evaluation.metric_feed`.
 """
 
 from __future__ import annotations
@@ -28,22 +24,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.adapters import TernaryToBinary
 from bench.errors import UserError
-from bench.evaluation.bootstrap import bootstrap_ci, describe_bootstrap
 from bench.evaluation.conditions import build_conditions
+from bench.evaluation.metric_feed import FEED_COLUMNS, GroupScorer
 from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
-from bench.evaluation.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
+from bench.evaluation.results import PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.evaluation.run_record import complete_records, split_key
-from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
-from bench.metrics.base import Metric
-from bench.types import TAMPERED, LabelSpace
+from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore
 
-BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mode": "binary_on_ternary"}}
-"""Metrics that implement the BinaryOnTernary rule, and the parameters that switch it on."""
-
-MASK_CHUNK = 32
-MAX_ERRORS_LISTED = 20
+FEED_ROWS = 1024
+"""Rows per batch fed to the metrics (columns without mask bytes: about 5 KB a row)."""
 PACKAGES = ("sida-bench", "torch", "torchvision", "timm", "open_clip_torch", "transformers", "peft",
             "numpy", "pandas", "pyarrow", "Pillow", "scikit-learn", "scikit-image", "pydantic")
 
@@ -67,20 +57,26 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
         source = "" if isinstance(protocol, Protocol) else str(protocol)
     proto = with_metric_options(proto, metric_options or {})
     store = PredictionStore(run_dir / PREDICTIONS_DIR)
-    table = store.read()
-    groups = dict(iter_groups(table))
-    perts = [PerturbationInfo(key=c.key, name=c.name, params=c.params, label=c.label) for c in build_conditions(proto)]
+    index = store.index(["error", "probs_space"])
+    perts = {c.key: PerturbationInfo(key=c.key, name=c.name, params=c.params, label=c.label)
+             for c in build_conditions(proto)}
+    wanted = {(d.name, d.split, k) for d in proto.datasets for k in perts}
+    scorers = {key: GroupScorer(proto, perts[key[2]], rows) for key, rows in _groups(index.table) if key in wanted}
+    for batch in store.iter_batches(FEED_COLUMNS, index, rows=FEED_ROWS):
+        for key, rows in _groups(batch):
+            if key in scorers:
+                scorers[key].update(rows)
     entries: list[ResultEntry] = []
     for spec in proto.datasets:
-        for pert in perts:
-            rows = groups.get((spec.name, spec.split, pert.key))
-            if rows is None:
+        for pert_key in perts:
+            scorer = scorers.get((spec.name, spec.split, pert_key))
+            if scorer is None:
                 continue
-            entry = score_rows(rows, proto, pert)
+            entry = scorer.result(spec.name, spec.split)
             entry.n_requested = first.requested.get(split_key(spec.name, spec.split))
             entry.dataset_info = first.dataset_info.get(split_key(spec.name, spec.split), {})
             entries.append(entry)
-    run = {**first.run, "rows": table.num_rows, "shards": len(records),
+    run = {**first.run, "rows": index.table.num_rows, "shards": len(records),
            "elapsed_s": max((r.run.get("elapsed_s") or 0.0) for r in records)}
     return ResultsFile(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -91,6 +87,20 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
         run=run,
         entries=entries,
     )
+
+
+def _groups(table: pa.Table) -> list[tuple[tuple[str, str, str], pa.Table]]:
+    """The rows of ``table`` split by (dataset, split, perturbation), in first-seen order."""
+    if table.num_rows == 0:
+        return []
+    keys = list(zip(table.column("dataset").to_pylist(), table.column("split").to_pylist(),
+                    table.column("perturbation").to_pylist()))
+    positions: dict[tuple[str, str, str], list[int]] = {}
+    for i, k in enumerate(keys):
+        positions.setdefault(k, []).append(i)
+    if len(positions) == 1:
+        return [(keys[0], table)]
+    return [(k, table.take(pa.array(np.asarray(v, dtype=np.int64)))) for k, v in positions.items()]
 
 
 def with_metric_options(protocol: Protocol, options: dict[str, dict[str, Any]]) -> Protocol:
@@ -112,131 +122,6 @@ def with_metric_options(protocol: Protocol, options: dict[str, dict[str, Any]]) 
         except (TypeError, ValueError) as exc:
             raise UserError(f"--metric-option {m.name}: {exc}") from None
     return Protocol.model_validate(data)
-
-
-def score_rows(rows: pa.Table, protocol: Protocol, pert: PerturbationInfo) -> ResultEntry:
-    """Metrics of one group of rows (already sorted by sample id)."""
-    from bench.plugins import METRICS, create_metric
-
-    errors = rows.column("error").to_pylist()
-    ids = rows.column("sample_id").to_pylist()
-    ok = np.array([e is None for e in errors], dtype=bool)
-    error_list = {ids[i]: errors[i] for i in np.flatnonzero(~ok)[:MAX_ERRORS_LISTED]}
-    good = rows.filter(pa.array(ok))
-    spaces = set(good.column("probs_space").to_pylist())
-    probs_space = spaces.pop() if len(spaces) == 1 else protocol.label_space.value
-    adapter = _adapter_name(LabelSpace(probs_space), protocol.label_space)
-    metrics: dict[str, MetricResult] = {}
-    for spec in protocol.metrics:
-        cls = METRICS.get(spec.name)
-        if cls.task == "localization":
-            metrics[spec.name] = _score_localization(create_metric(spec.name, **spec.params), good, protocol)
-        elif cls.task == "detection+localization":
-            metrics[spec.name] = _score_legacy(create_metric(spec.name, **spec.params), good, probs_space, protocol)
-        else:
-            metrics[spec.name] = _score_detection(spec, good, probs_space, protocol, create_metric)
-    return ResultEntry(dataset=rows.column("dataset")[0].as_py(), split=rows.column("split")[0].as_py(),
-                       perturbation=pert, n=rows.num_rows, n_errors=int((~ok).sum()), errors=error_list,
-                       adapter=adapter, metrics=metrics)
-
-
-def _adapter_name(probs: LabelSpace, data: LabelSpace) -> str:
-    if probs == data:
-        return "none"
-    if probs == LabelSpace.TERNARY:
-        return "TernaryToBinary (p_fake = p_full_synthetic + p_tampered)"
-    return "BinaryOnTernary (real correct iff predicted real; full_synthetic/tampered correct iff predicted fake)"
-
-
-def _score_detection(spec: MetricSpec, rows: pa.Table, probs_space: str, protocol: Protocol, factory: Any) -> MetricResult:
-    params = dict(spec.params)
-    if probs_space == LabelSpace.BINARY.value and protocol.label_space == LabelSpace.TERNARY:
-        if spec.name not in BINARY_ON_TERNARY_PARAMS:
-            return MetricResult(skipped="binary predictions on ternary data: this metric has no BinaryOnTernary mode")
-        params.update(BINARY_ON_TERNARY_PARAMS[spec.name])
-    metric = factory(spec.name, **params)
-    labels = np.asarray(rows.column("label").to_pylist(), dtype=np.int64)
-    probs = np.asarray(rows.column("probs").to_pylist(), dtype=np.float64).reshape(len(labels), -1)
-    if probs_space == LabelSpace.TERNARY.value and protocol.label_space == LabelSpace.BINARY:
-        probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
-    metric.update(labels, probs, groups=rows.column("group").to_pylist(), sample_ids=rows.column("sample_id").to_pylist())
-    return _result(metric, protocol)
-
-
-def _score_localization(metric: Metric, rows: pa.Table, protocol: Protocol) -> MetricResult:
-    has_pred = np.array([m is not None for m in rows.column("pred_mask").to_pylist()], dtype=bool)
-    if not has_pred.any():
-        return MetricResult(convention=metric.convention(), skipped="the model produced no predicted masks")
-    labels_all = np.asarray(rows.column("label").to_pylist(), dtype=np.int64)
-    has_gt = np.array([m is not None for m in rows.column("gt_mask").to_pylist()], dtype=bool)
-    tampered = getattr(metric, "tampered_label", 2)
-    usable = has_pred & (has_gt | (labels_all != tampered))
-    sub = rows.filter(pa.array(usable))
-    for start in range(0, sub.num_rows, MASK_CHUNK):
-        chunk = sub.slice(start, MASK_CHUNK).to_pylist()
-        gts = [decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] is not None else None
-               for r in chunk]
-        preds = [decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) for r in chunk]
-        metric.update(gts, preds, [r["label"] for r in chunk], sample_ids=[r["sample_id"] for r in chunk])
-    result = _result(metric, protocol)
-    result.values["n_no_gt_mask"] = MetricValue(value=float((has_pred & ~has_gt & (labels_all == tampered)).sum()))
-    result.values["n_no_pred_mask"] = MetricValue(value=float((~has_pred).sum()))
-    return result
-
-
-def _score_legacy(metric: Metric, rows: pa.Table, probs_space: str, protocol: Protocol) -> MetricResult:
-    """SIDA's legacy numbers need ternary probabilities and, for tampered images, both masks.
-
-    A tampered image for which the model made no mask (honest mode, predicted another class)
-    counts as an all-empty prediction; the count is reported as ``n_tampered_without_pred_mask``.
-    """
-    if probs_space != LabelSpace.TERNARY.value:
-        return MetricResult(skipped="SIDA legacy metrics need ternary probabilities")
-    no_pred = 0
-    for start in range(0, rows.num_rows, MASK_CHUNK):
-        chunk = rows.slice(start, MASK_CHUNK).to_pylist()
-        gts, preds = [], []
-        for r in chunk:
-            gt = decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] is not None else None
-            if r["pred_mask"] is not None:
-                pred = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"])
-            elif r["label"] == TAMPERED and gt is not None:
-                pred, no_pred = np.zeros(gt.shape, dtype=np.float32), no_pred + 1
-            else:
-                pred = None
-            gts.append(gt)
-            preds.append(pred)
-        probs = np.asarray([r["probs"] for r in chunk], dtype=np.float64).reshape(len(chunk), -1)
-        metric.update([r["label"] for r in chunk], probs, gts, preds, sample_ids=[r["sample_id"] for r in chunk])
-    result = _result(metric, protocol)
-    result.convention["missing_pred_mask"] = "empty prediction (no forged pixels)"
-    result.values["n_tampered_without_pred_mask"] = MetricValue(value=float(no_pred))
-    return result
-
-
-def _result(metric: Metric, protocol: Protocol | None) -> MetricResult:
-    values = metric.compute()
-    cis: dict[str, tuple[float, float]] = {}
-    boot = protocol.bootstrap if protocol is not None else None
-    if boot is not None and boot.n > 0 and hasattr(metric, "headline_keys"):
-        cis = bootstrap_ci(metric, n_resamples=boot.n, confidence=boot.confidence, seed=boot.seed)
-    out = {k: MetricValue(value=_finite(v), ci=_ci(cis.get(k))) for k, v in values.items()}
-    convention = dict(metric.convention())
-    if cis:
-        convention["ci"] = describe_bootstrap(boot.n, boot.confidence, boot.seed)  # type: ignore[union-attr]
-    return MetricResult(convention=convention, values=out)
-
-
-def _finite(v: Any) -> float | None:
-    f = float(v)
-    return f if np.isfinite(f) else None
-
-
-def _ci(pair: Any) -> tuple[float, float] | None:
-    if pair is None:
-        return None
-    lo, hi = float(pair[0]), float(pair[1])
-    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
 
 
 def environment(device: str) -> dict[str, Any]:

@@ -123,6 +123,19 @@ class SampleMetric(Metric):
         self._chunks.extend({k: v.copy() for k, v in c.items()} for c in other._chunks)
         self._ids.extend(None if ids is None else list(ids) for ids in other._ids)
 
+    def sort_by_sample_id(self) -> None:
+        """Reorder the rows by sample id (one chunk), so the state, and the bootstrap's draws,
+        do not depend on the order the rows were fed in. Needs ids on every batch."""
+        ids = self.sample_ids()
+        if ids is None:
+            raise UserError(f"{self.name}: sorting by sample id needs sample_ids on every update")
+        if not ids:
+            return
+        order = np.argsort(np.array(ids, dtype=object).astype(str), kind="stable")
+        table = self.table()
+        self._chunks = [{k: v[order] for k, v in table.items()}]
+        self._ids = [[ids[i] for i in order]]
+
     def _merge_extra(self, other: "SampleMetric") -> None:
         """Hook for state that is not per-sample rows (e.g. group names)."""
 

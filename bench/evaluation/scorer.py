@@ -76,6 +76,10 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
             entry.n_requested = first.requested.get(split_key(spec.name, spec.split))
             entry.dataset_info = first.dataset_info.get(split_key(spec.name, spec.split), {})
             entries.append(entry)
+    if not entries:
+        wanted_text = ", ".join(f"{d.name}/{d.split}" for d in proto.datasets)
+        raise UserError(f"{run_dir}: no stored predictions for {wanted_text} under protocol {proto.name!r}'s "
+                        "perturbations")
     run = {**first.run, "rows": index.table.num_rows, "shards": len(records),
            "elapsed_s": max((r.run.get("elapsed_s") or 0.0) for r in records)}
     return ResultsFile(
@@ -119,7 +123,7 @@ def with_metric_options(protocol: Protocol, options: dict[str, dict[str, Any]]) 
     for m in metrics:
         try:
             create_metric(m.name, **m.params)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, UserError) as exc:
             raise UserError(f"--metric-option {m.name}: {exc}") from None
     return Protocol.model_validate(data)
 

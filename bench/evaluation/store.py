@@ -94,7 +94,7 @@ LIGHT_COLUMNS = [n for n in SCHEMA.names if n not in MASK_COLUMNS]
 ROW_GROUP = 64
 """Rows per parquet row group: a streaming reader holds at most this many rows' columns."""
 
-_ZSTD = pa.Codec("zstd", compression_level=6)
+_ZSTD = pa.Codec("zstd", compression_level=1)
 
 
 @dataclass(frozen=True)
@@ -167,10 +167,11 @@ def mask_stats(codes: np.ndarray | None, gt: np.ndarray | None) -> np.ndarray:
         raise ValueError("mask_stats needs a predicted mask or a ground truth")
     n = int(np.prod(ref.shape))
     c = codes.ravel() if codes is not None else np.zeros(n, dtype=np.uint8)
+    every = np.bincount(c, minlength=MASK_LEVELS).astype(np.int64)
     if gt is None:
-        return np.stack([np.bincount(c, minlength=MASK_LEVELS), np.zeros(MASK_LEVELS, np.int64)]).astype(np.int64)
-    joint = c.astype(np.uint16) | (np.asarray(gt, dtype=bool).ravel().astype(np.uint16) << 8)
-    return np.bincount(joint, minlength=2 * MASK_LEVELS).reshape(2, MASK_LEVELS).astype(np.int64)
+        return np.stack([every, np.zeros(MASK_LEVELS, np.int64)])
+    positive = np.bincount(c[np.asarray(gt, dtype=bool).ravel()], minlength=MASK_LEVELS).astype(np.int64)
+    return np.stack([every - positive, positive])
 
 
 def encode_stats(stats: np.ndarray) -> bytes:
@@ -311,8 +312,9 @@ class PredictionStore:
         shards = self.shards()
         tables = []
         for path in shards:
-            _check_version(path)
-            tables.append(pq.read_table(path, columns=cols))
+            pf = pq.ParquetFile(path)
+            _check_version(path, pf)
+            tables.append(pf.read(columns=cols))
         return StoreIndex(shards, tables)
 
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:
@@ -325,7 +327,7 @@ class PredictionStore:
         index = self.index()
         parts = []
         for shard, keep in zip(index.shards, index.keep):
-            table = _resolve_gt(pq.read_table(shard, columns=_with_gt(cols)))
+            table = _resolve_gt(pq.ParquetFile(shard).read(columns=_with_gt(cols)))
             parts.append(table.select(cols).filter(pa.array(keep)))
         if not parts:
             return SCHEMA.empty_table().select(cols)
@@ -362,19 +364,21 @@ class StoreIndex:
 
     def __init__(self, shards: list[Path], tables: list[pa.Table]) -> None:
         self.shards = shards
-        last: dict[str, tuple[int, int]] = {}
-        for i, t in enumerate(tables):
-            for j, k in enumerate(t.column("key").to_pylist()):
-                last[k] = (i, j)
-        self.keep = [np.zeros(t.num_rows, dtype=bool) for t in tables]
-        for i, j in last.values():
-            self.keep[i][j] = True
+        sizes = [t.num_rows for t in tables]
+        keys = pa.chunked_array([t.column("key") for t in tables], pa.string()) if tables else pa.chunked_array(
+            [], pa.string())
+        positions = pa.table({"key": keys, "pos": pa.array(np.arange(sum(sizes), dtype=np.int64))})
+        last = positions.group_by("key").aggregate([("pos", "max")]).column("pos_max").to_numpy()
+        winners = np.zeros(sum(sizes), dtype=bool)
+        winners[last] = True
+        bounds = np.cumsum([0, *sizes])
+        self.keep = [winners[bounds[i]:bounds[i + 1]] for i in range(len(tables))]
         kept = [t.filter(pa.array(k)) for t, k in zip(tables, self.keep)]
         self.table = pa.concat_tables(kept) if kept else pa.table({"key": pa.array([], pa.string())})
 
 
-def _check_version(path: Path) -> None:
-    meta = pq.read_schema(path).metadata or {}
+def _check_version(path: Path, pf: pq.ParquetFile) -> None:
+    meta = pf.schema_arrow.metadata or {}
     version = meta.get(b"sida_store", b"1").decode()
     if version != STORE_VERSION:
         raise UserError(f"{path}: prediction store format {version} is not supported (expected {STORE_VERSION}; "

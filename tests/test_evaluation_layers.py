@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bench.evaluation as evaluation
 
-ORDER = ["protocol_files", "protocol", "conditions", "store", "run_record", "runner", "predictions_import",
+ORDER = ["protocol_files", "protocol", "conditions", "store", "run_record", "sharding", "runner", "predictions_import",
          "results", "bootstrap", "metric_feed", "scorer"]
 
 

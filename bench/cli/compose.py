@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UserError
 from bench.evaluation.protocol import Protocol
 from bench.evaluation.results import ResultsFile
+from bench.evaluation.sharding import Shard
 
 
 def score_and_write(run_dir: str | Path, out_dir: str | Path, *, protocol: Protocol | str | Path | None = None,
@@ -30,16 +32,36 @@ def score_and_write(run_dir: str | Path, out_dir: str | Path, *, protocol: Proto
 
 
 def run_and_score(protocol: Protocol | str | Path, model: Any, out_dir: str | Path, *, tables: bool = True,
-                  **run_options: Any) -> ResultsFile | None:
+                  shard: Shard | None = None, **run_options: Any) -> ResultsFile | None:
     """:func:`~bench.evaluation.runner.run_protocol`, then score once the whole run is complete.
 
-    Returns None when this process is one rank of a sharded run whose other ranks are not done
-    yet (that last rank, or ``sida-bench score DIR``, scores it).
+    ``shard``: this process's share (``--shard I/K``); scored here when every shard of the run
+    is complete, else left to the last shard to finish (or to ``sida-bench score DIR``).
+    Under torchrun (WORLD_SIZE > 1, no ``shard``) every rank predicts its share, all ranks meet
+    at a barrier, and rank 0 scores. Returns None where this process does not score.
     """
+    from bench.evaluation.run_record import complete_records
     from bench.evaluation.runner import run_protocol
+    from bench.evaluation.sharding import barrier, close_distributed, init_distributed, torchrun_shard
 
-    run_protocol(protocol, model, out_dir, **run_options)
-    return score_and_write(out_dir, out_dir, tables=tables)
+    distributed = torchrun_shard() if shard is None else None
+    if distributed is not None:
+        init_distributed(str(run_options.get("device", "cpu")))
+    try:
+        run_protocol(protocol, model, out_dir, shard=shard or distributed, **run_options)
+        if distributed is not None:
+            barrier()
+            if distributed.index != 0:
+                return None
+        elif shard is not None and shard.count > 1:
+            try:
+                complete_records(Path(out_dir))
+            except UserError:
+                return None
+        return score_and_write(out_dir, out_dir, tables=tables)
+    finally:
+        if distributed is not None:
+            close_distributed()
 
 
 def score_predictions_file(predictions: str | Path, protocol: Protocol | str | Path, out_dir: str | Path, *,

@@ -27,7 +27,8 @@ RECORD_VERSION = 1
 @dataclass
 class RunRecord:
     """One rank's record (see the module docstring). ``requested`` / ``dataset_info`` are keyed
-    ``"dataset/split"``; ``shard`` is ``(index, count)``."""
+    ``"dataset/split"``; ``shard`` is ``(index, count)``; ``identity``: what the row keys hash
+    (model, weights, input policy, seed) and the protocol's sha256: every rank of a run agrees."""
 
     protocol: dict[str, Any]
     protocol_source: str
@@ -37,6 +38,7 @@ class RunRecord:
     shard: tuple[int, int] = (0, 1)
     requested: dict[str, int] = field(default_factory=dict)
     dataset_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
     record_version: int = RECORD_VERSION
 

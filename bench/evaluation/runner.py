@@ -24,7 +24,8 @@ from bench.datasets.base import Dataset
 from bench.errors import UserError
 from bench.evaluation.conditions import Condition, build_conditions
 from bench.evaluation.protocol import Protocol, load_protocol
-from bench.evaluation.run_record import RunRecord, split_key
+from bench.evaluation.run_record import RunRecord, read_records, split_key
+from bench.evaluation.sharding import Shard
 from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, policy_hash, prediction_row, row_key
 from bench.model import Capability, Detector
 from bench.perturbations.base import sample_rng
@@ -56,6 +57,8 @@ class Split:
     missing: dict[str, set[str]] = field(default_factory=dict)
     limit_ids: list[str] | None = None
     fallback_limit: int | None = None
+    shard: Shard = field(default_factory=Shard)
+    ids: list[str] | None = None
 
 
 LIMIT_RULE = ("N samples of each split evenly spaced through the dataset's deterministic order "
@@ -78,7 +81,7 @@ class _VariantStream(IterableDataset):
         if self.split.fallback_limit is not None:
             samples = _first_n(samples, self.split.fallback_limit)
         for sample in samples:
-            if sample.id in self.split.skip_ids:
+            if sample.id in self.split.skip_ids or not self.split.shard.owns(sample.id):
                 continue
             wanted = self.split.missing.get(sample.id)
             for cond in self.conditions:
@@ -173,6 +176,7 @@ def run_protocol(
     workers: int = 0,
     resume: bool = False,
     flush_every: int = 256,
+    shard: Shard | None = None,
 ) -> RunRecord:
     """Predict ``protocol`` with ``model`` into ``out_dir/predictions/`` (no scoring).
 
@@ -185,6 +189,8 @@ def run_protocol(
         batch_size, workers: inference batch size and DataLoader workers (0 = in process).
         resume: continue a run in ``out_dir`` (stored rows are skipped before decoding).
         flush_every: rows per parquet shard (the most a killed run loses).
+        shard: predict only the samples of this shard (:mod:`bench.evaluation.sharding`); every
+            shard of a run writes into the same ``out_dir``, with or without ``resume``.
     Returns the completed run record, also written to ``out_dir/ranks/`` (score it with
     :func:`bench.evaluation.scorer.score_run`; the CLI composes the two).
     """
@@ -197,15 +203,18 @@ def run_protocol(
         model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
     if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
         raise UserError("Expected batch_size >= 1, workers >= 0 and limit >= 1")
+    shard = shard or Shard()
     out = Path(out_dir)
-    store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every)
-    if store and not resume:
-        raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
+    store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every, writer=f"r{shard.index}of{shard.count}")
     describe = model.describe()
     run = RunIdentity(f"{model.name}:{model.config_name}", model.weights_sha256, policy_hash(describe), proto.seed)
+    identity = {"model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
+                "seed": run.seed, "protocol_sha256": proto.sha256()}
+    _check_run_dir(out, store, identity, shard, resume)
     conditions = build_conditions(proto)
-    stored = store.stored_keys() if resume else set()
-    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored) for spec in proto.datasets]
+    stored = store.stored_keys() if store else set()
+    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored, shard)
+              for spec in proto.datasets]
     adapter = detection_adapter(model)
     probs_space = "binary" if adapter is not None else model.label_space.value
     model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
@@ -213,6 +222,7 @@ def run_protocol(
                   if adapter else {}}
     record = RunRecord(
         protocol=proto.to_dict(), protocol_source=source, model=model_info, device=str(model.device),
+        shard=(shard.index, shard.count), identity=identity,
         run={"seed": proto.seed, "limit": limit, "limit_rule": LIMIT_RULE if limit else None,
              "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
              "predictions": PREDICTIONS_DIR},
@@ -220,7 +230,7 @@ def run_protocol(
         dataset_info={split_key(s.spec_name, s.dataset.split): s.dataset.describe() for s in splits},
     )
     record.write(out)
-    total = sum(_pending(s, limit, len(conditions)) for s in splits)
+    total = sum(_pending(s, limit, conditions) for s in splits)
     with make_progress() as bar:
         task = bar.add_task(f"{model.name} × {proto.name}", total=total)
         for split in splits:
@@ -241,8 +251,24 @@ def run_protocol(
     return record
 
 
+def _check_run_dir(out: Path, store: PredictionStore, identity: dict[str, Any], shard: Shard, resume: bool) -> None:
+    """Refuse to mix runs: another model or protocol in ``out``, or this shard's work again without resume."""
+    records = read_records(out)
+    for rec in records:
+        if rec.identity and rec.identity != identity:
+            diff = sorted(k for k in identity if rec.identity.get(k) != identity[k])
+            raise UserError(f"{out} holds a run of another model or protocol ({', '.join(diff)} differ); "
+                            "choose a new --out")
+    if resume:
+        return
+    own = any(tuple(r.shard) == (shard.index, shard.count) for r in records)
+    other_k = any(r.shard[1] != shard.count for r in records)
+    if own or other_k or (shard.count == 1 and store):
+        raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
+
+
 def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], limit: int | None,
-                run: RunIdentity, conditions: Sequence[Condition], stored: set[str]) -> Split:
+                run: RunIdentity, conditions: Sequence[Condition], stored: set[str], shard: Shard) -> Split:
     from bench.plugins import create_dataset
 
     root = data_roots.get(spec.name, spec.root)
@@ -251,17 +277,20 @@ def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], l
         raise UserError(
             f"Protocol {proto.name!r} is {proto.label_space.value} but dataset {spec.name!r} is {dataset.label_space.value}"
         )
-    split = Split(spec.name, dataset)
+    split = Split(spec.name, dataset, shard=shard)
     ids = _ordered_ids(dataset)
     if limit is not None and ids is None:
         split.fallback_limit = limit
     if ids is not None and limit is not None:
         split.limit_ids = spread_subset(ids, limit)
         split.skip_ids |= set(ids) - set(split.limit_ids)
+    candidates = split.limit_ids if split.limit_ids is not None else ids
+    if candidates is not None:
+        split.ids = [sid for sid in candidates if shard.owns(sid)]
+        split.skip_ids |= set(candidates) - set(split.ids)
     if stored:
         keys_of = {c.key: c for c in conditions}
-        candidates = split.limit_ids if split.limit_ids is not None else ids
-        for sid in candidates or []:
+        for sid in split.ids or []:
             missing = {k for k, c in keys_of.items()
                        if row_key(run, spec.name, dataset.split, sid, k, c.params_json) not in stored}
             if not missing:
@@ -296,9 +325,8 @@ def _requested(split: Split, limit: int | None) -> int:
     return min(n, limit) if limit is not None else n
 
 
-def _pending(split: Split, limit: int | None, n_conditions: int) -> int:
-    n = _requested(split, limit)
-    done = len(split.skip_ids) - (len(split.dataset) - len(split.limit_ids) if split.limit_ids is not None else 0)
-    partial = sum(n_conditions - len(m) for m in split.missing.values())
-    return max(0, (n - done) * n_conditions - partial)
-
+def _pending(split: Split, limit: int | None, conditions: Sequence[Condition]) -> int:
+    """Variants still to predict in this shard (an estimate where ids cannot be listed)."""
+    if split.ids is None:
+        return -(-_requested(split, limit) * len(conditions) // split.shard.count)
+    return sum(len(split.missing.get(sid, conditions)) for sid in split.ids if sid not in split.skip_ids)

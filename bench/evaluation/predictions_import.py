@@ -27,7 +27,7 @@ import pandas as pd
 from bench.errors import UserError
 from bench.evaluation.conditions import Condition, build_conditions
 from bench.evaluation.protocol import CLEAN, Protocol
-from bench.evaluation.run_record import RunRecord, split_key
+from bench.evaluation.run_record import RunRecord, environment, split_key
 from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, prediction_row
 from bench.model import file_sha256
 from bench.perturbations.base import sample_rng
@@ -160,6 +160,7 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
     info = {"name": identity.model, "spec": identity.model, "source": "predictions file", "file": str(path),
             "file_sha256": identity.weights_sha256, "label_space": probs_space}
     record = RunRecord(protocol=protocol.to_dict(), protocol_source="", model=info, device="none",
+                       environment=environment("none"),
                        run={"seed": protocol.seed, "limit": None, "predictions": PREDICTIONS_DIR, "source": str(path)},
                        requested=requested, dataset_info=dataset_info, complete=True)
     record.write(out_dir)

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +26,16 @@ from bench.errors import UserError
 
 RANKS_DIR = "ranks"
 RECORD_VERSION = 1
+PACKAGES = ("sida-bench", "torch", "torchvision", "timm", "open_clip_torch", "transformers", "peft",
+            "numpy", "pandas", "pyarrow", "Pillow", "scikit-learn", "scikit-image", "pydantic")
 
 
 @dataclass
 class RunRecord:
     """One rank's record (see the module docstring). ``requested`` / ``dataset_info`` are keyed
     ``"dataset/split"``; ``shard`` is ``(index, count)``; ``identity``: what the row keys hash
-    (model, weights, input policy, seed) and the protocol's sha256: every rank of a run agrees."""
+    (model, weights, input policy, seed) and the protocol's sha256: every rank of a run agrees;
+    ``environment``: where the predictions were made (:func:`environment`)."""
 
     protocol: dict[str, Any]
     protocol_source: str
@@ -39,6 +46,7 @@ class RunRecord:
     requested: dict[str, int] = field(default_factory=dict)
     dataset_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
     record_version: int = RECORD_VERSION
 
@@ -94,3 +102,33 @@ def complete_records(run_dir: Path) -> list[RunRecord]:
                         "completed); finish it with `sida-bench run ... --resume` (any --shard count)")
     k = max(done)
     return [by_count[k][i] for i in range(k)]
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Git commit (None outside a repository), package versions, Python, platform, device."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    torch = sys.modules.get("torch")  # recorded where the run imported it; never imported for this
+    return {"git_commit": git_commit(), "packages": packages, "python": sys.version.split()[0],
+            "platform": platform.platform(), "device": device,
+            "torch_threads": torch.get_num_threads() if torch is not None else None,
+            "cuda": torch.version.cuda if torch is not None else None}
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout holding this package, with ``+dirty`` when it has changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

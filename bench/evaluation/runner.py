@@ -24,7 +24,7 @@ from bench.datasets.base import Dataset
 from bench.errors import UserError
 from bench.evaluation.conditions import Condition, build_conditions
 from bench.evaluation.protocol import Protocol, load_protocol
-from bench.evaluation.run_record import RunRecord, read_records, split_key
+from bench.evaluation.run_record import RunRecord, environment, read_records, split_key
 from bench.evaluation.sharding import Shard
 from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, policy_hash, prediction_row, row_key
 from bench.model import Capability, Detector
@@ -222,7 +222,7 @@ def run_protocol(
                   if adapter else {}}
     record = RunRecord(
         protocol=proto.to_dict(), protocol_source=source, model=model_info, device=str(model.device),
-        shard=(shard.index, shard.count), identity=identity,
+        shard=(shard.index, shard.count), identity=identity, environment=environment(str(model.device)),
         run={"seed": proto.seed, "limit": limit, "limit_rule": LIMIT_RULE if limit else None,
              "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
              "predictions": PREDICTIONS_DIR},

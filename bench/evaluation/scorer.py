@@ -13,11 +13,6 @@ Label-space adapters and error handling: :mod:`bench.evaluation.metric_feed`.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import platform
-import subprocess
-import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +24,11 @@ from bench.evaluation.conditions import build_conditions
 from bench.evaluation.metric_feed import FEED_COLUMNS, GroupScorer
 from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
 from bench.evaluation.results import PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
-from bench.evaluation.run_record import complete_records, split_key
+from bench.evaluation.run_record import complete_records, environment, git_commit, split_key
 from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore
 
 FEED_ROWS = 1024
 """Rows per batch fed to the metrics (columns without mask bytes: about 5 KB a row)."""
-PACKAGES = ("sida-bench", "torch", "torchvision", "timm", "open_clip_torch", "transformers", "peft",
-            "numpy", "pandas", "pyarrow", "Pillow", "scikit-learn", "scikit-image", "pydantic")
 
 
 def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None,
@@ -87,7 +80,7 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
         protocol=ProtocolInfo(name=proto.name, version=proto.version, source=source,
                               sha256=proto.sha256(), resolved=proto.to_dict()),
         model=first.model,
-        environment=environment(first.device),
+        environment={**(first.environment or environment(first.device)), "scored_with_git_commit": git_commit()},
         run=run,
         entries=entries,
     )
@@ -126,33 +119,3 @@ def with_metric_options(protocol: Protocol, options: dict[str, dict[str, Any]]) 
         except (TypeError, ValueError, UserError) as exc:
             raise UserError(f"--metric-option {m.name}: {exc}") from None
     return Protocol.model_validate(data)
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Git commit (None outside a repository), package versions, Python, platform, device."""
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    import torch
-
-    return {"git_commit": git_commit(), "packages": packages, "python": sys.version.split()[0],
-            "platform": platform.platform(), "device": device, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.version.cuda}
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout holding this package, with ``+dirty`` when it has changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -82,3 +82,16 @@ def test_unfinished_or_foreign_runs_are_refused(finished: Path, tmp_path: Path) 
     other = fx.FAKE_PROTOCOL.replace("name: runner_fake, split: test", "name: runner_fake, split: validation")
     with pytest.raises(UserError, match="no stored predictions for"):
         score_run(finished / "run", fx.write_protocol(tmp_path, other))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["score", "--out", "x"], "Give either RUN_DIR"),
+    (["score", "runs/a", "--predictions", "p.csv", "--out", "x"], "Give either RUN_DIR"),
+    (["score", "--predictions", "p.csv", "--out", "x"], "needs --protocol"),
+    (["run", "sid_mini_detection", "--model", "runner_test", "--out", "x", "--shard", "2/2"], "0 <= I < K"),
+    (["run", "sid_mini_detection", "--model", "runner_test", "--out", "x", "--shard", "1of2"], "must be I/K"),
+])
+def test_cli_mistakes_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

@@ -8,8 +8,9 @@ Layout (``schema_version`` 1)::
 
     {schema_version, created, protocol: {name, version, source, sha256, resolved},
      model: {spec, describe() ..., adapters},
-     environment: {git_commit, packages, python, platform, device, torch_threads},
-     run: {seed, limit, limit_rule, batch_size, workers, predictions, rows, elapsed_s},
+     environment: {git_commit, packages, python, platform, device, torch_threads, cuda,
+                   scored_with_git_commit},  (where the predictions were made; the scoring commit)
+     run: {seed, limit, limit_rule, batch_size, workers, predictions, rows, shards, elapsed_s},
      entries: [{dataset, split, perturbation: {key, name, params, label}, dataset_info,
                 n, n_requested, n_errors, errors, adapter,
                 metrics: {metric_name: {convention, values: {key: {value, ci}}, skipped}}}]}

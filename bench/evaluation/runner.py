@@ -4,8 +4,10 @@ Path of one image (DESIGN.md): dataset decode (once per model for the whole pert
 → perturbation (rng from ``sample_rng(protocol seed, sample id, perturbation key)``, mask
 co-transformed) → the model's input policy (``model.preprocess``, in loader workers) →
 ``model.predict_preprocessed`` in batches → one store row per (sample, perturbation).
-The scorer (:mod:`bench.evaluation.scorer`) reads the store only, sorted by sample id, so the
-numbers do not depend on batch size, workers, order or sharding; the CLI composes run → score.
+A run may be split across processes (:mod:`bench.evaluation.sharding`): each predicts the samples
+it owns into the same folder. The scorer (:mod:`bench.evaluation.scorer`) reads the store only,
+sorted by sample id, so the numbers do not depend on batch size, workers, order or sharding; the
+CLI composes run → score.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ What a row keeps (store format :data:`STORE_VERSION`; docs/running.md "Predictio
   id, perturbation key and parameters, seed, ``group``, ``meta`` (JSON), ``error``, ``text``;
 - the label and ``probs`` (float64, in ``probs_space``), the image size ``height`` × ``width``;
 - ``pred_mask``: the predicted mask quantised to 8 bits, code ``c = ceil(255 p - 1/2)`` (round
-  half down, so ``p > 0.5`` iff ``c >= 128`` exactly; decoded ``c / 255``, error <= 1/510),
+  half down, so for float32 ``p``, ``p > 0.5`` iff ``c >= 128``; decoded ``c / 255``, error <= 1/510),
   row-major, zstd-compressed; ``pred_mask_h``/``pred_mask_w`` (null: the model made no mask);
 - ``gt_mask``: ``np.packbits`` of the boolean ground truth, stored once per shard for each
   distinct mask (``gt_ref``: a content hash; further rows of the same sample and geometry hold
@@ -89,10 +89,9 @@ SCHEMA = pa.schema([
 ])
 """Columns of every shard (see the module docstring)."""
 
-MASK_COLUMNS = ("pred_mask", "gt_mask")
-LIGHT_COLUMNS = [n for n in SCHEMA.names if n not in MASK_COLUMNS]
 ROW_GROUP = 64
-"""Rows per parquet row group: a streaming reader holds at most this many rows' columns."""
+"""Rows per parquet row group of a shard that holds mask bytes (a reader holds one row group);
+shards without mask bytes are one row group."""
 
 _ZSTD = pa.Codec("zstd", compression_level=1)
 
@@ -289,7 +288,8 @@ class PredictionStore:
         name = f"part-{self._writer}-{self._seq:06d}.parquet"
         tmp = self.root / f".tmp-{name}"
         compression = {n: ("none" if n == "pred_mask" else "zstd") for n in SCHEMA.names}
-        pq.write_table(table, tmp, compression=compression, row_group_size=ROW_GROUP)
+        masks = any(r.get("pred_mask") is not None or r.get("gt_mask") is not None for r in self._buffer)
+        pq.write_table(table, tmp, compression=compression, row_group_size=ROW_GROUP if masks else len(self._buffer))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, self.root / name)
@@ -314,7 +314,7 @@ class PredictionStore:
         for path in shards:
             pf = pq.ParquetFile(path)
             _check_version(path, pf)
-            tables.append(pf.read(columns=cols))
+            tables.append(pf.read(columns=cols, use_threads=False))
         return StoreIndex(shards, tables)
 
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:
@@ -327,7 +327,7 @@ class PredictionStore:
         index = self.index()
         parts = []
         for shard, keep in zip(index.shards, index.keep):
-            table = _resolve_gt(pq.ParquetFile(shard).read(columns=_with_gt(cols)))
+            table = _resolve_gt(pq.ParquetFile(shard).read(columns=_with_gt(cols), use_threads=False))
             parts.append(table.select(cols).filter(pa.array(keep)))
         if not parts:
             return SCHEMA.empty_table().select(cols)
@@ -344,7 +344,7 @@ class PredictionStore:
         index = index if index is not None else self.index()
         for shard, keep in zip(index.shards, index.keep):
             start = 0
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=cols):
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=cols, use_threads=False):
                 n = batch.num_rows
                 table = pa.Table.from_batches([batch]).filter(pa.array(keep[start:start + n]))
                 start += n
@@ -398,17 +398,3 @@ def _resolve_gt(table: pa.Table) -> pa.Table:
     by_ref = {r: m for r, m in zip(refs, masks) if r is not None and m is not None}
     filled = [by_ref.get(r) if m is None and r is not None else m for r, m in zip(refs, masks)]
     return table.set_column(table.column_names.index("gt_mask"), "gt_mask", pa.array(filled, pa.binary()))
-
-
-def iter_groups(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Table]]:
-    """(dataset, split, perturbation) → rows, in sorted order; rows already sorted by sample id."""
-    if table.num_rows == 0:
-        return
-    ds = table.column("dataset").to_pylist()
-    sp = table.column("split").to_pylist()
-    pt = table.column("perturbation").to_pylist()
-    start = 0
-    for i in range(1, table.num_rows + 1):
-        if i == table.num_rows or (ds[i], sp[i], pt[i]) != (ds[start], sp[start], pt[start]):
-            yield (ds[start], sp[start], pt[start]), table.slice(start, i - start)
-            start = i

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import tests.runner_fixtures as fx
+from bench.cli.compose import run_and_score
 from bench.errors import UserError
 from bench.evaluation.results import load_results
-from bench.cli.compose import run_and_score
 from bench.evaluation.store import PredictionStore
 
 REPO = Path(__file__).resolve().parent.parent

@@ -78,6 +78,13 @@ def test_stats_rows_keep_no_mask_bytes(tmp_path: Path) -> None:
         _mask_row("s1", "none", gt, store_masks="some")
 
 
+def test_a_corrupt_shard_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "part-x-000000.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(UserError, match="unreadable prediction shard"):
+        PredictionStore(tmp_path / "p").stored_keys()
+
+
 def test_shards_of_another_format_are_refused(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     pq.write_table(pa.table({"key": ["k"]}), tmp_path / "p" / "part-old-000000.parquet")

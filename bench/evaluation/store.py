@@ -312,9 +312,13 @@ class PredictionStore:
         shards = self.shards()
         tables = []
         for path in shards:
-            pf = pq.ParquetFile(path)
-            _check_version(path, pf)
-            tables.append(pf.read(columns=cols, use_threads=False))
+            try:
+                pf = pq.ParquetFile(path)
+                _check_version(path, pf)
+                tables.append(pf.read(columns=cols, use_threads=False))
+            except (pa.ArrowException, OSError) as exc:
+                raise UserError(f"{path}: unreadable prediction shard ({exc}); move it away and finish the run "
+                                "with --resume") from None
         return StoreIndex(shards, tables)
 
     def read(self, columns: Iterable[str] | None = None) -> pa.Table:

@@ -68,6 +68,18 @@ def test_ground_truth_is_stored_once_per_shard_and_resolved_on_read(tmp_path: Pa
         assert np.array_equal(decode_stats(r["mask_stats"]), mask_stats(quantise_mask(pred), want))
 
 
+def test_a_non_finite_predicted_mask_is_a_recorded_error() -> None:
+    gt = np.zeros((8, 8), dtype=bool)
+    run = RunIdentity("m:x", None, "pol", 0)
+    pred = np.full((8, 8), 0.2)
+    pred[3, 3] = np.nan
+    row = prediction_row(run, dataset="d", split="test", sample_id="s", perturbation="none", params_json="{}",
+                         label=2, probs=[0.2, 0.3, 0.5], probs_space="ternary", size=(8, 8), pred_mask=pred,
+                         gt_mask=gt, meta={}, error=None, text=None)
+    assert row["error"] == "model: the predicted mask has NaN or infinite values"
+    assert row["probs"] is None and row["pred_mask"] is None and row["gt_mask"] is not None
+
+
 def test_stats_rows_keep_no_mask_bytes(tmp_path: Path) -> None:
     gt = np.zeros((256, 256), dtype=bool)
     gt[40:90, 60:200] = True

@@ -194,11 +194,14 @@ def prediction_row(
 ) -> dict[str, Any]:
     """One store row (columns of :data:`SCHEMA`); ``probs`` and ``pred_mask`` are dropped on error.
 
-    ``mask_stats`` is left null when the predicted mask and the ground truth differ in shape
-    (the scorer then names the sample).
+    A predicted mask with NaN or infinite values makes the row an error (a recorded per-sample
+    failure); values outside [0, 1] are clipped. ``mask_stats`` is left null when the predicted
+    mask and the ground truth differ in shape (the scorer then names the sample).
     """
     if store_masks not in STORE_MASKS:
         raise UserError(f"store_masks must be one of {STORE_MASKS}, got {store_masks!r}")
+    if error is None and pred_mask is not None and not np.isfinite(pred_mask).all():
+        error = "model: the predicted mask has NaN or infinite values"
     codes = quantise_mask(pred_mask) if pred_mask is not None and error is None else None
     gm = np.asarray(gt_mask, dtype=bool) if gt_mask is not None else None
     stats = None

@@ -55,8 +55,11 @@ def handle(args: argparse.Namespace) -> int:
         shard=shard,
     )
     if results is None:
-        print(f"{args.out}: shard {shard or torchrun_shard()} stored; the run is scored when every shard is done "
-              f"(or: sida-bench score {args.out} --out {args.out})")
+        if shard is None:
+            print(f"{args.out}: rank {torchrun_shard()} stored; rank 0 scored the run")
+        else:
+            print(f"{args.out}: shard {shard} stored; the last shard to finish scores the run "
+                  f"(or, once all are done: sida-bench score {args.out} --out {args.out})")
         return 0
     n = sum(e.n for e in results.entries)
     errors = sum(e.n_errors for e in results.entries)

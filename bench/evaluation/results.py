@@ -19,6 +19,7 @@ Layout (``schema_version`` 1)::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ class ResultsFile(_Model):
     def write(self, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / RESULTS_FILE
-        tmp = out_dir / f".tmp-{RESULTS_FILE}"
+        tmp = out_dir / f".tmp-{RESULTS_FILE}-{os.getpid()}"  # two shards finishing at once each write whole files
         tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path

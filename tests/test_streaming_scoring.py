@@ -14,7 +14,7 @@ from bench.cli.compose import run_and_score
 from bench.evaluation.metric_feed import metric_result
 from bench.evaluation.protocol import load_protocol
 from bench.evaluation.scorer import score_run
-from bench.evaluation.store import PredictionStore, decode_bool_mask, decode_prob_mask
+from bench.evaluation.store import PredictionStore, decode_bool_mask, decode_prob_mask, encode_prob_mask
 from bench.plugins import create_metric
 
 torch.set_num_threads(1)
@@ -103,3 +103,17 @@ def test_sorting_by_sample_id_makes_feed_order_irrelevant() -> None:
     shuffled.sort_by_sample_id()
     assert shuffled.sample_ids() == ids
     assert bootstrap_ci(shuffled, 30, seed=1) == bootstrap_ci(ordered, 30, seed=1)
+
+
+def test_binned_auc_of_stored_masks_is_the_exact_auc() -> None:
+    """With 1000 bins every 8-bit code has its own bin, so the binned AUC of a stored mask equals
+    scikit-learn's exact AUC of the quantised scores (the only AUC error is the quantisation's)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        gt = rng.random((37, 41)) > 0.6
+        pred = decode_prob_mask(encode_prob_mask(rng.random(gt.shape) * 0.7 + 0.3 * gt), *gt.shape)
+        metric = create_metric("localization")
+        metric.update([gt], [pred], [2])
+        assert metric.compute()["pixel_auc"] == pytest.approx(roc_auc_score(gt.ravel(), pred.ravel()), abs=1e-12)

@@ -86,6 +86,9 @@ def complete_records(run_dir: Path) -> list[RunRecord]:
     Raises a :class:`UserError` naming the missing ranks when no K is complete.
     """
     records = read_records(run_dir)
+    if not records and (Path(run_dir) / "predictions").is_dir():
+        raise UserError(f"{run_dir} holds predictions but no run records ({RANKS_DIR}/rank-*.json): it was written "
+                        "by an older sida-bench; run it again with this version")
     if not records:
         raise UserError(f"{run_dir} is not a run directory (no {RANKS_DIR}/rank-*.json); "
                         "score a predictions file with --predictions FILE --protocol P")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.evaluation.store import PREDICTIONS_DIR
 
 RANKS_DIR = "ranks"
 RECORD_VERSION = 1
@@ -86,7 +87,7 @@ def complete_records(run_dir: Path) -> list[RunRecord]:
     Raises a :class:`UserError` naming the missing ranks when no K is complete.
     """
     records = read_records(run_dir)
-    if not records and (Path(run_dir) / "predictions").is_dir():
+    if not records and (Path(run_dir) / PREDICTIONS_DIR).is_dir():
         raise UserError(f"{run_dir} holds predictions but no run records ({RANKS_DIR}/rank-*.json): it was written "
                         "by an older sida-bench; run it again with this version")
     if not records:

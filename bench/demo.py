@@ -155,8 +155,9 @@ def _protocols_for(m: DemoModel) -> list[str]:
 def _run_protocols(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[str, Path],
                    out_dir: Path, device: str) -> dict[str, dict[str, Path]]:
     """Run every protocol for every model; returns {table kind: {model key: run dir}}."""
+    from bench.evaluation.runner import run_protocol
+    from bench.evaluation.scorer import score_run
     from bench.plugins import create_model
-    from bench.runner import run_protocol
 
     runs: dict[str, dict[str, Path]] = {k: {} for k in PROTOCOLS}
     for m in models:
@@ -165,7 +166,8 @@ def _run_protocols(models: Sequence[DemoModel], weights: dict[str, Path], roots:
             run_dir = out_dir / "runs" / PROTOCOLS[kind] / m.key
             if run_dir.exists():
                 shutil.rmtree(run_dir)
-            run_protocol(PROTOCOLS[kind], model, run_dir, data_roots=roots, tables=False)
+            run_protocol(PROTOCOLS[kind], model, run_dir, data_roots=roots)
+            score_run(run_dir).write(run_dir)
             runs[kind][m.key] = run_dir
     return runs
 
@@ -175,7 +177,7 @@ def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[st
     """``sida-bench audit`` of :data:`AUDIT_MODEL` on ``sid_mini_audit`` (limited); the report's path."""
     from bench.audit.report import REPORT_HTML, build_report
     from bench.plugins import create_model
-    from bench.runner import run_protocol
+    from bench.evaluation.runner import run_protocol
 
     m = next((m for m in models if m.key == AUDIT_MODEL), None)
     if m is None:
@@ -194,7 +196,7 @@ def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[st
 
 
 def _write_tables(runs: dict[str, dict[str, Path]], out: Path) -> list[Path]:
-    from bench.results import load_results
+    from bench.evaluation.results import load_results
     from bench.tables import write_tables
 
     paths: list[Path] = []
@@ -209,7 +211,7 @@ def _write_tables(runs: dict[str, dict[str, Path]], out: Path) -> list[Path]:
 
 
 def _store_rows(run_dir: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    from bench.store import PredictionStore
+    from bench.evaluation.store import PredictionStore
 
     return PredictionStore(run_dir / "predictions").read(columns).to_pylist()
 
@@ -248,7 +250,7 @@ def _aucs(clean: CleanRows, models: Sequence[DemoModel]) -> dict[str, dict[str, 
 
 def _write_figures(runs: dict[str, dict[str, Path]], clean: CleanRows, out: Path) -> list[Path]:
     from bench import figures
-    from bench.results import load_results
+    from bench.evaluation.results import load_results
     from bench.types import LabelSpace
 
     paths: list[Path] = []
@@ -289,7 +291,7 @@ def _write_figures(runs: dict[str, dict[str, Path]], clean: CleanRows, out: Path
 
 def _mask_grid(figures: Any, loc_runs: dict[str, Path], out: Path, n_rows: int = 6) -> list[Path]:
     from bench.decode import decode_image
-    from bench.store import decode_bool_mask, decode_prob_mask
+    from bench.evaluation.store import decode_bool_mask, decode_prob_mask
 
     if not loc_runs:
         return []

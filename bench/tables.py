@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.protocol import CLEAN, TABLE_KINDS
-from bench.results import ResultEntry, ResultsFile
+from bench.evaluation.protocol import CLEAN, TABLE_KINDS
+from bench.evaluation.results import ResultEntry, ResultsFile
 
 FORMATS = ("md", "latex", "csv")
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}

@@ -48,7 +48,7 @@ def size(i: int, half: bool = False) -> tuple[int, int]:
 
 def bundle(monkeypatch: Any, folder: Path, n: int = N) -> dict[str, Path]:
     """Make ``lb_fake`` (v1) and ``lb_fake_v2`` (v2) bundled protocols for this test."""
-    import bench.protocol_files as pf
+    import bench.evaluation.protocol_files as pf
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -20,10 +20,10 @@ from bench.audit.analysis import breaking_point, earliest_flips, open_run
 from bench.audit.report import build_report
 from bench.errors import UserError
 from bench.perturbations.base import sample_rng
-from bench.protocol import CLEAN, load_protocol
-from bench.results import load_results
-from bench.runner import build_conditions, run_protocol
-from bench.store import PredictionStore
+from bench.evaluation.protocol import CLEAN, load_protocol
+from bench.evaluation.results import load_results
+from bench.evaluation.runner import build_conditions, run_protocol
+from bench.evaluation.store import PredictionStore
 from tests.test_perturbations import photo, quality_from_tables
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,7 +256,7 @@ def test_flips_and_paired_differences_recomputed_from_the_store(audited: tuple[P
 
 
 def test_paired_interval_equals_a_direct_paired_bootstrap(audited: tuple[Path, Path, dict]) -> None:
-    from bench.bootstrap import paired_bootstrap
+    from bench.evaluation.bootstrap import paired_bootstrap
     from bench.metrics.detection import TernaryDetection
 
     run_dir, _, report = audited

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bootstrap import bootstrap_ci, paired_bootstrap, resample_weights
+from bench.evaluation.bootstrap import bootstrap_ci, paired_bootstrap, resample_weights
 from bench.errors import UserError
 from bench.metrics.base import SampleMetric
 from bench.plugins import create_metric

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 import tests.leaderboard_fixtures as lf
-from bench.bootstrap import paired_bootstrap
+from bench.evaluation.bootstrap import paired_bootstrap
 from bench.leaderboard.entries import load_entries, rebuild_metric
 from bench.leaderboard.ranking import build_boards, paired_p_value
 from bench.leaderboard.site import build_site
 from bench.leaderboard.submit import score_submission
-from bench.protocol import CLEAN
+from bench.evaluation.protocol import CLEAN
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from bench.errors import UserError
 from bench.leaderboard.archive import opened
 from bench.leaderboard.submit import score_submission
 from bench.leaderboard.validate import SubmissionInvalid, validate_submission
-from bench.results import load_results
+from bench.evaluation.results import load_results
 from bench.scoring import score_file
 
 
@@ -235,7 +235,7 @@ def test_archives_are_unpacked_safely(protos: dict[str, Path], tmp_path: Path) -
 
 
 def test_run_folder_is_a_submission(protos: dict[str, Path], tmp_path: Path) -> None:
-    from bench.runner import run_protocol
+    from bench.evaluation.runner import run_protocol
 
     run_protocol("lb_fake", "runner_test", tmp_path / "run", tables=False)
     assert validate_submission(tmp_path / "run").run

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UserError
-from bench.protocol import load_protocol
-from bench.protocol_files import bundled_protocols
+from bench.evaluation.protocol import load_protocol
+from bench.evaluation.protocol_files import bundled_protocols
 
 BUNDLED = ["sid_set_detection", "sid_set_localization", "sid_set_robustness", "dmimage_cross",
            "sid_mini_detection", "sid_mini_localization", "sid_mini_robustness", "dmimage_mini_cross",

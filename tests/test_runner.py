@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import tests.runner_fixtures as fx
+from bench.cli.compose import run_and_score
 from bench.errors import UserError
-from bench.results import load_results
-from bench.runner import run_protocol
-from bench.store import PredictionStore
+from bench.evaluation.results import load_results
+from bench.evaluation.store import PredictionStore
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
@@ -32,8 +32,8 @@ def protocol(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_batch_size_and_workers_do_not_change_results(tmp_path: Path, protocol: Path) -> None:
-    a = run_protocol(protocol, "runner_test", tmp_path / "a", batch_size=1, workers=0, tables=False)
-    b = run_protocol(protocol, "runner_test", tmp_path / "b", batch_size=8, workers=2, tables=False)
+    a = run_and_score(protocol, "runner_test", tmp_path / "a", batch_size=1, workers=0, tables=False)
+    b = run_and_score(protocol, "runner_test", tmp_path / "b", batch_size=8, workers=2, tables=False)
     assert metrics_of(a) == metrics_of(b)
     assert [e.perturbation.label for e in a.entries] == ["Clean", "Noise 6", "Half"]
     assert all(e.n == 12 and e.n_errors == 0 for e in a.entries)
@@ -44,7 +44,7 @@ def test_batch_size_and_workers_do_not_change_results(tmp_path: Path, protocol: 
 def test_decode_and_model_errors_are_stored_and_counted(tmp_path: Path) -> None:
     text = fx.FAKE_PROTOCOL.replace("options: {n: 12}", "options: {n: 12, broken: [real/0003]}")
     proto = fx.write_protocol(tmp_path, text)
-    res = run_protocol(proto, "runner_test:flaky", tmp_path / "out", batch_size=4, tables=False)
+    res = run_and_score(proto, "runner_test:flaky", tmp_path / "out", batch_size=4, tables=False)
     rows = PredictionStore(tmp_path / "out" / "predictions").read().to_pylist()
     assert len(rows) == 36  # nothing dropped
     errors = {(r["sample_id"], r["perturbation"]): r["error"] for r in rows if r["error"]}
@@ -57,26 +57,26 @@ def test_decode_and_model_errors_are_stored_and_counted(tmp_path: Path) -> None:
 
 
 def test_binary_model_on_ternary_data_uses_binary_on_ternary(tmp_path: Path, protocol: Path) -> None:
-    res = run_protocol(protocol, "runner_test:binary", tmp_path / "out", tables=False)
+    res = run_and_score(protocol, "runner_test:binary", tmp_path / "out", tables=False)
     entry = res.entries[0]
     assert entry.adapter.startswith("BinaryOnTernary")
     assert entry.metrics["ternary_detection"].convention["mode"] == "binary_on_ternary"
 
 
 def test_localizer_without_detection_is_scored_through_its_mask(tmp_path: Path, protocol: Path) -> None:
-    res = run_protocol(protocol, "runner_test:localizer", tmp_path / "out", tables=False)
+    res = run_and_score(protocol, "runner_test:localizer", tmp_path / "out", tables=False)
     assert "LocalizerAsDetector" in res.model["adapters"]["detection"]
     assert res.entries[0].metrics["localization"].values["pixel_auc"].value is not None
 
 
 def test_existing_predictions_need_resume(tmp_path: Path, protocol: Path) -> None:
-    run_protocol(protocol, "runner_test", tmp_path / "out", tables=False)
+    run_and_score(protocol, "runner_test", tmp_path / "out", tables=False)
     with pytest.raises(UserError, match="pass --resume"):
-        run_protocol(protocol, "runner_test", tmp_path / "out", tables=False)
+        run_and_score(protocol, "runner_test", tmp_path / "out", tables=False)
 
 
 def test_limit_spreads_evenly_through_dataset_order(tmp_path: Path, protocol: Path) -> None:
-    res = run_protocol(protocol, "runner_test", tmp_path / "out", limit=5, tables=False)
+    res = run_and_score(protocol, "runner_test", tmp_path / "out", limit=5, tables=False)
     ids = sorted({r["sample_id"] for r in PredictionStore(tmp_path / "out" / "predictions").read(["sample_id"]).to_pylist()})
     # 12 samples, limit 5: positions 0, 2, 4, 7, 9 (floor(i * 12 / 5))
     assert ids == sorted(["real/0000", "tampered/0002", "full_synthetic/0004", "full_synthetic/0007", "real/0009"])
@@ -85,7 +85,7 @@ def test_limit_spreads_evenly_through_dataset_order(tmp_path: Path, protocol: Pa
 
 
 def test_spread_subset_by_hand() -> None:
-    from bench.runner import spread_subset
+    from bench.evaluation.runner import spread_subset
 
     ids = [f"c{i // 4}/{i}" for i in range(12)]  # three classes of four, ordered by class
     assert spread_subset(ids, 3) == ["c0/0", "c1/4", "c2/8"]
@@ -118,11 +118,11 @@ def test_sid_mini_robustness_killed_and_resumed_equals_uninterrupted(tmp_path: P
     partial = len(store.read(["key"]))
     assert 0 < partial < 126 and not (out / "results.json").exists()
 
-    resumed = run_protocol("sid_mini_robustness", "runner_test", out, data_roots={"sid_mini": sid_mini_root},
+    resumed = run_and_score("sid_mini_robustness", "runner_test", out, data_roots={"sid_mini": sid_mini_root},
                            resume=True, batch_size=8, tables=False)
     keys = store.read(["key"]).column("key").to_pylist()
     assert len(keys) == len(set(keys)) == 126  # 18 samples × 7 conditions, none predicted twice
-    full = run_protocol("sid_mini_robustness", "runner_test", tmp_path / "full", data_roots={"sid_mini": sid_mini_root},
+    full = run_and_score("sid_mini_robustness", "runner_test", tmp_path / "full", data_roots={"sid_mini": sid_mini_root},
                         tables=False)
     assert metrics_of(resumed) == metrics_of(full)
     loc = full.entries[0].metrics["localization"].values["pixel_auc"].value

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score, recall_score
 
 import tests.runner_fixtures as fx
 from bench.errors import UserError
-from bench.scoring import score_file
+from bench.cli.compose import score_predictions_file as score_file
 
 PROTO = fx.FAKE_PROTOCOL.replace("""  - {name: runner_noise, params: {sigma: 6}, label: "Noise 6"}
   - {name: runner_half, label: "Half"}

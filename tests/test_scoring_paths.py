@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 import tests.runner_fixtures as fx
-from bench.runner import run_protocol
-from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask
+from bench.cli.compose import run_and_score
+from bench.evaluation.store import PredictionStore, decode_bool_mask, decode_prob_mask
 
 LEGACY_PROTOCOL = """\
 version: 1
@@ -26,7 +26,7 @@ tables: []
 
 def test_sida_legacy_scored_from_store(tmp_path: Path) -> None:
     proto = fx.write_protocol(tmp_path, LEGACY_PROTOCOL, "legacy.yaml")
-    results = run_protocol(proto, "runner_test", tmp_path / "run", tables=False)
+    results = run_and_score(proto, "runner_test", tmp_path / "run", tables=False)
     values = {k: v.value for k, v in results.entries[0].metrics["sida_legacy"].values.items()}
 
     rows = PredictionStore(tmp_path / "run" / "predictions").read().to_pylist()
@@ -78,7 +78,7 @@ def test_ternary_model_on_binary_data_uses_ternary_to_binary(tmp_path: Path) -> 
         lines.append(f"im{i}.png,{i % 2}")
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     proto = fx.write_protocol(tmp_path, BINARY_PROTOCOL, "binary.yaml")
-    results = run_protocol(proto, "runner_test", tmp_path / "run", data_roots={"manifest": tmp_path / "manifest.csv"},
+    results = run_and_score(proto, "runner_test", tmp_path / "run", data_roots={"manifest": tmp_path / "manifest.csv"},
                            tables=False)
     entry = results.entries[0]
     assert entry.adapter.startswith("TernaryToBinary")

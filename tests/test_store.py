@@ -6,19 +6,102 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.store import (PredictionStore, RunIdentity, decode_bool_mask, decode_prob_mask, encode_bool_mask,
-                         encode_prob_mask, row_key)
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.errors import UserError
+from bench.evaluation.store import (PredictionStore, RunIdentity, decode_bool_mask, decode_prob_mask, decode_stats,
+                                    encode_bool_mask, encode_prob_mask, level_values, mask_stats, prediction_row,
+                                    quantise_mask, row_key)
 
 
 def test_mask_encodings_round_trip() -> None:
     rng = np.random.default_rng(0)
     p = rng.random((17, 23)).astype(np.float32)
-    p[0, :3] = [0.0, 1.0, 0.5]
+    p[0, :5] = [0.0, 1.0, 0.5, np.nextafter(np.float32(0.5), np.float32(1)), 127.5 / 255]
     back = decode_prob_mask(encode_prob_mask(p), 17, 23)
-    assert back.dtype == np.float32 and np.max(np.abs(back - p)) <= 0.5 / 65535 + 1e-7
+    assert back.dtype == np.float32 and np.max(np.abs(back - p)) <= 0.5 / 255 + 1e-7
     assert back[0, 0] == 0.0 and back[0, 1] == 1.0
+    # round half down: the p > 0.5 decision survives quantisation exactly, ties included
+    assert np.array_equal(back > 0.5, p > 0.5)
     g = rng.random((9, 13)) > 0.5
     assert np.array_equal(decode_bool_mask(encode_bool_mask(g), 9, 13), g)
+
+
+def test_mask_stats_count_pixels_by_truth_and_code() -> None:
+    rng = np.random.default_rng(1)
+    p, g = rng.random((31, 17)), rng.random((31, 17)) > 0.7
+    codes = quantise_mask(p)
+    stats = mask_stats(codes, g)
+    for c in (0, 77, 128, 255):
+        assert stats[1, c] == np.count_nonzero(g & (codes == c)) and stats[0, c] == np.count_nonzero(~g & (codes == c))
+    assert stats.sum() == p.size
+    assert np.array_equal(mask_stats(None, g)[:, 0], [np.count_nonzero(~g), np.count_nonzero(g)])
+    assert mask_stats(codes, None)[1].sum() == 0
+    assert np.array_equal(level_values()[codes], decode_prob_mask(encode_prob_mask(p), 31, 17).astype(np.float64))
+
+
+def _mask_row(sample_id: str, perturbation: str, gt: np.ndarray, store_masks: str = "full") -> dict:
+    rng = np.random.default_rng(len(perturbation))
+    return prediction_row(RunIdentity("m:x", None, "pol", 0), dataset="d", split="test", sample_id=sample_id,
+                          perturbation=perturbation, params_json="{}", label=2, probs=[0.2, 0.3, 0.5],
+                          probs_space="ternary", size=gt.shape, pred_mask=rng.random(gt.shape), gt_mask=gt,
+                          meta={}, error=None, text=None, store_masks=store_masks)
+
+
+def test_ground_truth_is_stored_once_per_shard_and_resolved_on_read(tmp_path: Path) -> None:
+    gt = np.zeros((40, 50), dtype=bool)
+    gt[5:20, 10:30] = True
+    store = PredictionStore(tmp_path / "p", flush_every=10)
+    for pert in ("none", "jpeg(quality=70)", "noise(sigma=2)"):
+        store.add(_mask_row("s1", pert, gt))
+    store.add(_mask_row("s1", "resize(scale=0.5)", gt[::2, ::2]))
+    store.flush()
+    raw = pq.read_table(store.shards()[0], columns=["gt_mask", "gt_ref"]).to_pylist()
+    assert sum(r["gt_mask"] is not None for r in raw) == 2  # one per distinct (geometry) mask
+    rows = store.read().to_pylist()
+    for r in rows:
+        want = gt[::2, ::2] if r["perturbation"].startswith("resize") else gt
+        assert np.array_equal(decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]), want)
+        pred = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"])
+        assert np.array_equal(decode_stats(r["mask_stats"]), mask_stats(quantise_mask(pred), want))
+
+
+def test_a_non_finite_predicted_mask_is_a_recorded_error() -> None:
+    gt = np.zeros((8, 8), dtype=bool)
+    run = RunIdentity("m:x", None, "pol", 0)
+    pred = np.full((8, 8), 0.2)
+    pred[3, 3] = np.nan
+    row = prediction_row(run, dataset="d", split="test", sample_id="s", perturbation="none", params_json="{}",
+                         label=2, probs=[0.2, 0.3, 0.5], probs_space="ternary", size=(8, 8), pred_mask=pred,
+                         gt_mask=gt, meta={}, error=None, text=None)
+    assert row["error"] == "model: the predicted mask has NaN or infinite values"
+    assert row["probs"] is None and row["pred_mask"] is None and row["gt_mask"] is not None
+
+
+def test_stats_rows_keep_no_mask_bytes(tmp_path: Path) -> None:
+    gt = np.zeros((256, 256), dtype=bool)
+    gt[40:90, 60:200] = True
+    row = _mask_row("s1", "none", gt, store_masks="stats")
+    assert row["pred_mask"] is None and row["gt_mask"] is None and row["mask_stats"] is not None
+    assert row["pred_mask_h"] == 256 and row["gt_mask_h"] == 256
+    with pytest.raises(UserError, match="store_masks must be one of"):
+        _mask_row("s1", "none", gt, store_masks="some")
+
+
+def test_a_corrupt_shard_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "part-x-000000.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(UserError, match="unreadable prediction shard"):
+        PredictionStore(tmp_path / "p").stored_keys()
+
+
+def test_shards_of_another_format_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    pq.write_table(pa.table({"key": ["k"]}), tmp_path / "p" / "part-old-000000.parquet")
+    with pytest.raises(UserError, match="store format 1 is not supported"):
+        PredictionStore(tmp_path / "p").read()
 
 
 def test_row_key_changes_with_every_identity_field() -> None:
@@ -38,7 +121,7 @@ def row(i: int) -> dict:
             "label": i % 2, "probs": [0.5, 0.5], "probs_space": "binary", "seed": 0}
 
 
-def test_shards_are_atomic_and_reads_are_sorted(tmp_path: Path) -> None:
+def test_shards_are_atomic_reads_sorted_and_the_last_write_wins(tmp_path: Path) -> None:
     store = PredictionStore(tmp_path / "p", flush_every=3)
     for i in reversed(range(7)):
         store.add(row(i))
@@ -48,3 +131,10 @@ def test_shards_are_atomic_and_reads_are_sorted(tmp_path: Path) -> None:
     table = store.read()
     assert table.column("sample_id").to_pylist() == [f"s{i:02d}" for i in range(7)]
     assert store.stored_keys() == {f"k{i}" for i in range(7)}
+    later = PredictionStore(tmp_path / "p", flush_every=3, writer="r9")
+    later.add({**row(3), "probs": [0.1, 0.9]})
+    later.flush()
+    table = store.read()
+    assert table.num_rows == 7 and table.column("probs").to_pylist()[3] == [0.1, 0.9]
+    batches = list(store.iter_batches(["key", "probs"], rows=2))
+    assert sum(b.num_rows for b in batches) == 7 and max(b.num_rows for b in batches) <= 2

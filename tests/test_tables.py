@@ -9,7 +9,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile, load_results
+from bench.evaluation.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile, load_results
 from bench.tables import build_table, render
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -8,7 +8,7 @@ Conventions:
   with the run's bootstrap intervals (results.json).
 - Breaking point of a sweep: its first (mildest) strength whose value is below
   ``break_fraction × clean``; ``None`` when the sweep never gets there.
-- Paired comparison (detection metrics): :func:`bench.bootstrap.paired_bootstrap` of
+- Paired comparison (detection metrics): :func:`bench.evaluation.bootstrap.paired_bootstrap` of
   ``condition − clean`` on the images that have an error-free prediction in both.
 - Verdict of one prediction, as the protocol's detection metric decides: on a ternary protocol
   with ternary probabilities "fake" when the argmax is not real; otherwise "fake" when
@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.bootstrap import paired_bootstrap
+from bench.evaluation.bootstrap import paired_bootstrap
 from bench.errors import UserError
 from bench.progress import track
-from bench.protocol import CLEAN, PerturbationSpec, Protocol
-from bench.results import ResultEntry, ResultsFile, load_results
-from bench.runner import PREDICTIONS_DIR, Condition, build_conditions
+from bench.evaluation.protocol import CLEAN, PerturbationSpec, Protocol
+from bench.evaluation.results import ResultEntry, ResultsFile, load_results
+from bench.evaluation.runner import PREDICTIONS_DIR, Condition, build_conditions
 from bench.scoring import detection_metric
-from bench.store import LIGHT_COLUMNS, PredictionStore, iter_groups
+from bench.evaluation.store import LIGHT_COLUMNS, PredictionStore, iter_groups
 from bench.types import LabelSpace
 
 MAIN_KEYS: dict[str, str] = {"ternary_detection": "accuracy", "binary_detection": "auc", "localization": "pixel_f1"}

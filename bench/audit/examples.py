@@ -23,8 +23,8 @@ from bench import figures
 from bench.audit.analysis import AuditRun
 from bench.decode import DecodeError, decode_image
 from bench.perturbations.base import sample_rng
-from bench.protocol import CLEAN
-from bench.store import decode_bool_mask, decode_prob_mask
+from bench.evaluation.protocol import CLEAN
+from bench.evaluation.store import decode_bool_mask, decode_prob_mask
 from bench.types import LabelSpace
 
 THUMB = 128

@@ -27,7 +27,7 @@ from bench.audit.analysis import (
     open_run,
 )
 from bench.audit.examples import example_grid
-from bench.protocol import CLEAN
+from bench.evaluation.protocol import CLEAN
 
 REPORT_VERSION = 1
 REPORT_JSON = "report.json"

@@ -4,7 +4,7 @@ For every cue of :mod:`bench.audit.cues`, a shallow decision tree (depth ``MAX_D
 of at least ``MIN_LEAF`` of the samples: it can split on a format, a quality or a size, not
 memorise files) is fitted with stratified ``FOLDS``-fold cross-validation; the out-of-fold
 scores give an ROC-AUC (exact, ties counted half) and a seeded percentile bootstrap interval
-over images (:func:`bench.bootstrap.bootstrap_ci`). A cue is ``flagged`` when its real-vs-fake
+over images (:func:`bench.evaluation.bootstrap.bootstrap_ci`). A cue is ``flagged`` when its real-vs-fake
 AUC, or its real-vs-class AUC for any fake class, exceeds ``threshold`` (default 0.6).
 A constant cue gives constant scores, hence AUC 0.5 exactly.
 
@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
 from bench.audit.cues import CUES, FileCues, categories_of, read_cues, summary
-from bench.bootstrap import bootstrap_ci, describe_bootstrap
+from bench.evaluation.bootstrap import bootstrap_ci, describe_bootstrap
 from bench.errors import UserError
 from bench.metrics.base import SampleMetric
 from bench.metrics.functional import binary_curve, roc_auc

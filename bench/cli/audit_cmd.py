@@ -71,8 +71,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, run_dir: Path) -> None:
     from bench.plugins import create_model
-    from bench.protocol import load_protocol
-    from bench.runner import run_protocol
+    from bench.evaluation.protocol import load_protocol
+    from bench.evaluation.runner import run_protocol
 
     protocol = load_protocol(args.protocol)
     model = create_model(args.model, weights=args.weights, device=args.device, allow_pickle=args.allow_pickle,

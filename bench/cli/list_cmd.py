@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def collect(kind: str) -> list[dict[str, Any]]:
     """Rows for one kind; imports no plugin code."""
     if kind == "protocols":
-        from bench.protocol_files import bundled_protocols
+        from bench.evaluation.protocol_files import bundled_protocols
 
         return [{"name": name, "source": str(path)} for name, path in sorted(bundled_protocols().items())]
     from bench.plugins import REGISTRIES

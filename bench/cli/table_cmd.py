@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.protocol import TABLE_KINDS
+from bench.evaluation.protocol import TABLE_KINDS
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def handle(args: argparse.Namespace) -> int:
     from bench.errors import UserError
-    from bench.results import load_results
+    from bench.evaluation.results import load_results
     from bench.tables import build_table, render, runs_for, table_kinds, write_tables
 
     results = [load_results(p) for p in args.runs]

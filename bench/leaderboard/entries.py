@@ -22,10 +22,10 @@ import pyarrow as pa
 from bench.adapters import TernaryToBinary
 from bench.errors import UserError
 from bench.metrics.base import SampleMetric
-from bench.protocol import Protocol
-from bench.results import RESULTS_FILE, ResultsFile, load_results
+from bench.evaluation.protocol import Protocol
+from bench.evaluation.results import RESULTS_FILE, ResultsFile, load_results
 from bench.scoring import BINARY_ON_TERNARY_PARAMS, MASK_CHUNK
-from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
+from bench.evaluation.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
 from bench.types import TAMPERED, LabelSpace
 
 SITE_MARKER = ".sida-leaderboard"

@@ -13,8 +13,8 @@ import numpy as np
 from bench.leaderboard.entries import Entry
 from bench.leaderboard.pages import esc, page, pct, table
 from bench.leaderboard.ranking import Board
-from bench.protocol import CLEAN
-from bench.store import decode_bool_mask, decode_prob_mask
+from bench.evaluation.protocol import CLEAN
+from bench.evaluation.store import decode_bool_mask, decode_prob_mask
 from bench.tables import LAYOUTS
 
 MASK_ROWS = 6

@@ -1,6 +1,6 @@
 """Row-by-row checks of one predictions file against its protocol, collecting every problem.
 
-The file format is the one ``sida-bench score`` reads (:mod:`bench.predictions_import`); rows
+The file format is the one ``sida-bench score`` reads (:mod:`bench.evaluation.predictions_import`); rows
 are 1-based data rows (the CSV line is one more). Checked: columns, probabilities (number,
 finite, in [0, 1], summing to 1 within ``PROB_TOLERANCE``), dataset / split / perturbation
 values, duplicate and unknown sample ids, every (sample, condition) of the protocol present,
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from bench.leaderboard.safety import LIMITS, Limits, Refused, confined, mask_header, read_utf8
-from bench.predictions_import import PROB_TOLERANCE
-from bench.protocol import CLEAN, Protocol
+from bench.evaluation.predictions_import import PROB_TOLERANCE
+from bench.evaluation.protocol import CLEAN, Protocol
 from bench.types import LabelSpace
 
 FORMATS = (".csv", ".jsonl", ".parquet")

@@ -10,7 +10,7 @@ resamples, ``confidence``, ``seed``; 1000 resamples when the protocol sets ``n: 
 entries of a board use the *same* resamples of the board's sample ids (an entry missing a
 sample, e.g. a per-sample error, has weight 0 for it), so an interval of a single metric equals
 ``results.json``'s and a difference of two entries is a paired bootstrap
-(:func:`bench.bootstrap.paired_bootstrap`, same p-value formula).
+(:func:`bench.evaluation.bootstrap.paired_bootstrap`, same p-value formula).
 
 Ranks: entries are sorted by the main metric (higher is better). Entry ``i`` has rank
 ``1 + #{j : main_j > main_i and p(i, j) < ALPHA}``: it is behind only the entries that are
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.bootstrap import percentile_interval, resample_weights
+from bench.evaluation.bootstrap import percentile_interval, resample_weights
 from bench.leaderboard.columns import BOARD_COLUMNS, MAIN_DESCRIPTION, Column, board_kind
 from bench.leaderboard.entries import Entry, rebuild_metric, sample_set_hash, slugify
 from bench.metrics.base import SampleMetric, resampled
-from bench.protocol import CLEAN
+from bench.evaluation.protocol import CLEAN
 
 ALPHA = 0.05
 DEFAULT_RESAMPLES = 1000

@@ -1,7 +1,7 @@
 """``sida-bench submit score DIR --out RESULTS``: score a validated submission.
 
 File submissions go through the same path as ``sida-bench score``
-(:func:`bench.predictions_import.import_predictions` → :func:`bench.scoring.score_store`),
+(:func:`bench.evaluation.predictions_import.import_predictions` → :func:`bench.scoring.score_store`),
 one results folder per protocol: ``RESULTS/<protocol>/{results.json, predictions/, tables/}``.
 The model record carries the submission's metadata (``model.submission``) and the sha256 of
 each scored file. A run folder (``sida-bench run``) is checked and copied as it is, so plugin
@@ -17,8 +17,8 @@ from pathlib import Path
 from bench.errors import UserError
 from bench.leaderboard.schema import MANIFEST
 from bench.leaderboard.validate import ValidSubmission, validate_submission
-from bench.protocol import Protocol
-from bench.results import RESULTS_FILE, ResultsFile, load_results
+from bench.evaluation.protocol import Protocol
+from bench.evaluation.results import RESULTS_FILE, ResultsFile, load_results
 
 
 def score_submission(root: str | Path, out: str | Path, data_roots: dict[str, Path] | None = None) -> list[Path]:
@@ -32,7 +32,7 @@ def score_submission(root: str | Path, out: str | Path, data_roots: dict[str, Pa
 
 def _score_file(valid: ValidSubmission, protocol: Protocol, path: Path, out: Path,
                 data_roots: dict[str, Path] | None) -> Path:
-    from bench.predictions_import import import_predictions
+    from bench.evaluation.predictions_import import import_predictions
     from bench.scoring import score_store
     from bench.tables import write_tables
 

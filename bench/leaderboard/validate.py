@@ -22,8 +22,8 @@ from bench.errors import UserError
 from bench.leaderboard.predictions_check import Report, check_coverage, check_frame, check_mask, read_frame
 from bench.leaderboard.safety import LIMITS, Limits, Problem, Refused, confined, read_utf8, scan_tree
 from bench.leaderboard.schema import MANIFEST, SUBMISSION_SCHEMA_VERSION, ProtocolPredictions, Submission
-from bench.protocol import CLEAN, Protocol
-from bench.results import RESULTS_FILE
+from bench.evaluation.protocol import CLEAN, Protocol
+from bench.evaluation.results import RESULTS_FILE
 
 MAX_REPORTED = 500
 
@@ -152,8 +152,8 @@ def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def _protocol(name: str, version: int, where: str, report: Report) -> Protocol | None:
-    from bench.protocol import load_protocol
-    from bench.protocol_files import bundled_protocols
+    from bench.evaluation.protocol import load_protocol
+    from bench.evaluation.protocol_files import bundled_protocols
 
     bundled = bundled_protocols()
     if name not in bundled:
@@ -200,7 +200,7 @@ def _check_file(root: Path, rel: str, path: Path, protocol: Protocol, data_roots
 
 
 def _conditions(protocol: Protocol) -> dict[str, Any]:
-    from bench.runner import build_conditions
+    from bench.evaluation.runner import build_conditions
 
     return {c.key: c for c in build_conditions(protocol)}
 
@@ -228,10 +228,10 @@ def _size(sample: Any, cond: Any, seed: int) -> tuple[int, int] | None:
 def _validate_run(folder: Path) -> ValidSubmission:
     """A run folder: a readable results file, a bundled protocol at its current version, a
     non-empty prediction store and no ``--limit``."""
-    from bench.protocol import load_protocol
-    from bench.protocol_files import bundled_protocols
-    from bench.results import load_results
-    from bench.store import PredictionStore
+    from bench.evaluation.protocol import load_protocol
+    from bench.evaluation.protocol_files import bundled_protocols
+    from bench.evaluation.results import load_results
+    from bench.evaluation.store import PredictionStore
 
     problems: list[Problem] = []
     results = load_results(folder)

@@ -65,11 +65,11 @@ class SampleMetric(Metric):
     or an O(bins) histogram, per image for localization: never per pixel). ``merge`` appends the
     other shard's rows. Every number is a function of *weighted sums* over rows, computed by
     :meth:`compute_weighted`; ``compute()`` uses weight 1 for every row, and the bootstrap
-    (:mod:`bench.bootstrap`) resamples by drawing integer multiplicities, so a resample costs no
+    (:mod:`bench.evaluation.bootstrap`) resamples by drawing integer multiplicities, so a resample costs no
     copy of the state.
 
     Optional ``sample_ids`` given to ``update`` are kept so that two models can be paired on the
-    same samples (:func:`bench.bootstrap.paired_bootstrap`).
+    same samples (:func:`bench.evaluation.bootstrap.paired_bootstrap`).
     """
 
     def __init__(self) -> None:
@@ -122,6 +122,19 @@ class SampleMetric(Metric):
         self._merge_extra(other)
         self._chunks.extend({k: v.copy() for k, v in c.items()} for c in other._chunks)
         self._ids.extend(None if ids is None else list(ids) for ids in other._ids)
+
+    def sort_by_sample_id(self) -> None:
+        """Reorder the rows by sample id (one chunk), so the state, and the bootstrap's draws,
+        do not depend on the order the rows were fed in. Needs ids on every batch."""
+        ids = self.sample_ids()
+        if ids is None:
+            raise UserError(f"{self.name}: sorting by sample id needs sample_ids on every update")
+        if not ids:
+            return
+        order = np.argsort(np.array(ids, dtype=object).astype(str), kind="stable")
+        table = self.table()
+        self._chunks = [{k: v[order] for k, v in table.items()}]
+        self._ids = [[ids[i] for i in order]]
 
     def _merge_extra(self, other: "SampleMetric") -> None:
         """Hook for state that is not per-sample rows (e.g. group names)."""

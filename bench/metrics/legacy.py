@@ -77,6 +77,24 @@ class SidaLegacy(SampleMetric):
         self._append({"label": y, "pred": np.argmax(p, axis=1).astype(np.int8), "inter": inter, "union": union},
                      sample_ids)
 
+    def update_stats(self, labels: Any, probs: Any, stats: Any, values: Any, sample_ids: Any = None) -> None:
+        """``update`` from per-image (2, L) pixel counts by (ground truth, level), level ``l``
+        standing for probability ``values[l]`` (see :meth:`Localization.update_stats`)."""
+        y = check_labels(self.name, labels, 3)
+        p = check_probs(self.name, probs, len(y), (3,))
+        if p.ndim != 2:
+            raise UserError(f"{self.name}: needs (N, 3) probabilities, got {p.shape}")
+        positive = np.asarray(values, dtype=np.float64) > self.MASK_THRESHOLD
+        inter, union = np.zeros(len(y)), np.zeros(len(y))
+        for i in np.flatnonzero(y == TAMPERED):
+            if stats[i] is None:
+                raise UserError(f"{self.name}: tampered image {i} needs a ground-truth and a predicted mask")
+            h = np.asarray(stats[i], dtype=np.int64)
+            inter[i] = h[1][positive].sum()
+            union[i] = h[1].sum() + h[0][positive].sum()
+        self._append({"label": y, "pred": np.argmax(p, axis=1).astype(np.int8), "inter": inter, "union": union},
+                     sample_ids)
+
     def _compute(self, table: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
         nan = float("nan")
         cm = confusion(table["label"], table["pred"], w, 3)

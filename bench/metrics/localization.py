@@ -27,6 +27,7 @@ Keys: ``pixel_auc``, ``pixel_f1``, ``pixel_iou``, ``n_images``, ``n_auc_excluded
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,22 @@ def best_f1_iou(hist: np.ndarray) -> tuple[float, float]:
     return float(f1[k]), float(iou[k])
 
 
+def stats_histograms(stats: np.ndarray, values: np.ndarray, bins: int) -> np.ndarray:
+    """:func:`pixel_histograms` from a (2, L) table of pixel counts by (ground truth, level),
+    level ``l`` standing for probability ``values[l]`` (same binning as for a mask of those values)."""
+    idx = np.minimum((values * bins).astype(np.int64), bins - 1)
+    return np.stack([np.bincount(idx, weights=stats[0], minlength=bins),
+                     np.bincount(idx, weights=stats[1], minlength=bins)]).astype(np.int64)
+
+
+def stats_counts(stats: np.ndarray, values: np.ndarray, threshold: float) -> np.ndarray:
+    """:func:`threshold_counts` from a (2, L) table of pixel counts by (ground truth, level)."""
+    pos = values > threshold
+    tp, fn = int(stats[1][pos].sum()), int(stats[1][~pos].sum())
+    fp, tn = int(stats[0][pos].sum()), int(stats[0][~pos].sum())
+    return np.array([tp, fp, fn, tn], dtype=np.int64)
+
+
 def threshold_counts(gt: np.ndarray, prob: np.ndarray, threshold: float) -> np.ndarray:
     """[tp, fp, fn, tn] with a pixel predicted positive iff ``prob > threshold``."""
     pred = prob > threshold
@@ -92,6 +109,11 @@ class Localization(SampleMetric):
     ``update(gt_masks, pred_masks, labels, sample_ids=None)``: lists of boolean (H, W) ground
     truths (``None`` allowed for real images) and float (H, W) probabilities in [0, 1] of the same
     shape, and (N,) labels in the dataset's label space.
+
+    ``update_stats(stats, values, labels, sample_ids=None)``: the same from per-image sufficient
+    statistics of quantised masks (what the prediction store keeps): (2, L) int pixel counts by
+    (ground truth 0/1, level), level ``l`` standing for probability ``values[l]``. A mask of
+    those values through ``update`` gives identical rows (same binning, same comparisons).
     """
 
     name = "localization"
@@ -163,6 +185,30 @@ class Localization(SampleMetric):
             batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
             self._append(batch, kept_ids if ids is not None else None)
 
+    def update_stats(self, stats: Any, values: Any, labels: Any, sample_ids: Any = None) -> None:
+        labels = np.asarray(labels).ravel()
+        v = np.asarray(values, dtype=np.float64)
+        if len(stats) != len(labels):
+            raise UserError(f"localization: got {len(stats)} mask statistics for {len(labels)} labels")
+        ids = None if sample_ids is None else list(sample_ids)
+        counted = {"tampered": (self.tampered_label,), "tampered_and_real": (self.tampered_label, self.real_label)}
+        rows: list[dict[str, np.ndarray]] = []
+        kept_ids: list[str] = []
+        for i, (st, label) in enumerate(zip(stats, labels)):
+            if int(label) not in counted[self.images]:
+                self._n_skipped += 1
+                continue
+            h = np.asarray(st, dtype=np.int64)
+            if h.shape != (2, len(v)):
+                raise UserError(f"localization: image {i}: statistics of shape {h.shape}, expected (2, {len(v)})")
+            rows.append(self._row_from(lambda q, h=h: stats_histograms(h, q, self.bins),
+                                       lambda q, t, h=h: stats_counts(h, q, t), v))
+            if ids is not None:
+                kept_ids.append(ids[i])
+        if rows:
+            batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+            self._append(batch, kept_ids if ids is not None else None)
+
     def _image_row(self, i: int, gt: Any, pred: Any, label: int) -> dict[str, np.ndarray]:
         if pred is None:
             raise UserError(f"localization: image {i} has no predicted mask")
@@ -176,23 +222,30 @@ class Localization(SampleMetric):
             raise UserError(f"localization: image {i}: mask shape {g.shape} != prediction shape {p.shape} (H, W)")
         if not np.all(np.isfinite(p)) or p.size and (p.min() < 0 or p.max() > 1):
             raise UserError(f"localization: image {i}: predicted mask must be finite probabilities in [0, 1]")
+        return self._row_from(lambda q: pixel_histograms(g, q, self.bins), lambda q, t: threshold_counts(g, q, t), p)
+
+    def _row_from(self, hist_of: Callable[[np.ndarray], np.ndarray],
+                  counts_of: Callable[[np.ndarray, float], np.ndarray], p: np.ndarray) -> dict[str, np.ndarray]:
+        """One image's row from its scores ``p`` (pixels, or quantisation levels):
+        ``hist_of(p)`` → (2, bins) histograms, ``counts_of(p, t)`` → [tp, fp, fn, tn] at ``t``."""
         if self.polarity == "reverse":
             p = 1.0 - p
         if self.aggregation == "global":
-            return {"counts": threshold_counts(g, p, float(self.threshold)) if self.threshold != "best"
-                    else np.zeros(4, np.int64), "hist": pixel_histograms(g, p, self.bins).astype(np.int32)}
-        scores = [self._image_scores(g, p)]
+            return {"counts": counts_of(p, float(self.threshold)) if self.threshold != "best"
+                    else np.zeros(4, np.int64), "hist": hist_of(p).astype(np.int32)}
+        scores = [self._image_scores(hist_of, counts_of, p)]
         if self.polarity == "double":
-            scores.append(self._image_scores(g, 1.0 - p))
+            scores.append(self._image_scores(hist_of, counts_of, 1.0 - p))
         best = np.fmax.reduce(np.array(scores), axis=0)
         return {"auc": best[0], "f1": best[1], "iou": best[2]}
 
-    def _image_scores(self, gt: np.ndarray, p: np.ndarray) -> np.ndarray:
-        hist = pixel_histograms(gt, p, self.bins)
+    def _image_scores(self, hist_of: Callable[[np.ndarray], np.ndarray],
+                      counts_of: Callable[[np.ndarray, float], np.ndarray], p: np.ndarray) -> np.ndarray:
+        hist = hist_of(p)
         if self.threshold == "best":
             f1, iou = best_f1_iou(hist)
         else:
-            tp, fp, fn, _ = threshold_counts(gt, p, float(self.threshold))
+            tp, fp, fn, _ = counts_of(p, float(self.threshold))
             f1_a, iou_a = f1_iou(tp, fp, fn)
             f1, iou = float(f1_a), float(iou_a)
         return np.array([binned_auc(hist), f1, iou])

@@ -17,7 +17,7 @@ import torch
 
 def main() -> None:
     from bench.audit.report import build_report
-    from bench.runner import run_protocol
+    from bench.evaluation.runner import run_protocol
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="npr:tiny")

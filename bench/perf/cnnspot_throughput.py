@@ -1,5 +1,5 @@
 """Throughput of CNNSpot (full ResNet-50, official 224 centre crop) on CPU: the harness path
-(``bench.runner.run_protocol`` on ``sid_mini_detection``: decode, store, scoring, tables) against a
+(``bench.cli.compose.run_and_score`` on ``sid_mini_detection``: decode, store, scoring, tables) against a
 bare decode → preprocess → forward loop over the same images with the same batch size.
 
 Prints images/s of both and their ratio (target: harness / bare ≥ 0.9). Usage::
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.cli.compose import run_and_score
 from bench.plugins import create_dataset, create_model
-from bench.runner import run_protocol
 
 
 def bare_loop(model, paths: list[Path], batch_size: int) -> float:
@@ -52,7 +52,7 @@ def main() -> None:
     bare_s = bare_loop(model, paths, args.batch_size)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        run_protocol("sid_mini_detection", model, out, limit=args.images, batch_size=args.batch_size, tables=True)
+        run_and_score("sid_mini_detection", model, out, limit=args.images, batch_size=args.batch_size, tables=True)
         harness_s = time.perf_counter() - start
     bare_ips, harness_ips = len(paths) / bare_s, len(paths) / harness_s
     print(f"cnnspot:{args.config} cpu threads={args.threads} images={len(paths)} batch={args.batch_size}")

@@ -76,7 +76,7 @@ def group_of(column: str) -> str:
 
 def table_sizes(entries_by_kind: Mapping[str, Iterable[object]]) -> dict[str, dict[str, int]]:
     """Sample size per (table kind, column group): the largest count over the given result entries
-    (``bench.results.ResultEntry``) of that kind, i.e. the population a column is computed on."""
+    (``bench.evaluation.results.ResultEntry``) of that kind, i.e. the population a column is computed on."""
     sizes: dict[str, dict[str, int]] = {}
     for kind, entries in entries_by_kind.items():
         groups = GROUP_COUNTS.get(kind, {})

@@ -18,7 +18,6 @@ line is one more): unknown or duplicate ids, missing rows, NaN or out-of-range p
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
+from bench.evaluation.conditions import Condition, build_conditions
+from bench.evaluation.protocol import CLEAN, Protocol
+from bench.evaluation.run_record import RunRecord, environment, split_key
+from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, prediction_row
 from bench.model import file_sha256
 from bench.perturbations.base import sample_rng
-from bench.protocol import CLEAN, Protocol
-from bench.runner import PREDICTIONS_DIR, build_conditions, group_of, light_meta
-from bench.store import PredictionStore, RunIdentity, encode_bool_mask, encode_prob_mask, row_key
 from bench.types import LabelSpace
 
 PROB_TOLERANCE = 1e-3
@@ -95,8 +95,9 @@ def _load_mask(path: Path, row: int, file: Path) -> np.ndarray:
 
 
 def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots: dict[str, Path] | None = None,
-                       name: str | None = None) -> tuple[PredictionStore, dict[str, Any]]:
-    """Validate ``path`` against the protocol's datasets and write it as a prediction store."""
+                       name: str | None = None) -> RunRecord:
+    """Validate ``path`` against the protocol's datasets and write it into ``out_dir`` as a run
+    (prediction store and a complete run record), ready for :func:`bench.evaluation.scorer.score_run`."""
     from bench.plugins import create_dataset
 
     frame = read_table(path)
@@ -125,9 +126,13 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
     if store:
         raise UserError(f"{out_dir} already holds predictions; choose a new --out")
     records = frame.to_dict("records")
+    requested: dict[str, int] = {}
+    dataset_info: dict[str, dict[str, Any]] = {}
     for (ds_name, split), spec in specs.items():
         dataset = create_dataset(ds_name, root=(data_roots or {}).get(ds_name, spec.root), split=split, **spec.options)
-        wanted = {k[2]: {} for k in keys if k[:2] == (ds_name, split)}
+        requested[split_key(ds_name, split)] = len(dataset)
+        dataset_info[split_key(ds_name, split)] = dataset.describe()
+        wanted: dict[str, dict[str, int]] = {k[2]: {} for k in keys if k[:2] == (ds_name, split)}
         for k in keys:
             if k[:2] == (ds_name, split):
                 wanted[k[2]][k[3]] = first[k]
@@ -141,7 +146,7 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
                 raise UserError(f"{path}: sample_id {sample.id!r} ({ds_name}/{split}) has no row for {', '.join(missing)}")
             for pert_key, i in wanted[sample.id].items():
                 store.add(_row(identity, conditions[pert_key], ds_name, split, sample, records[i], probs[i],
-                               probs_space, i, path))
+                               probs_space, i, path, protocol.store_masks))
         unknown = [s for s in wanted if s not in seen]
         if unknown:
             row = first[(ds_name, split, unknown[0], next(iter(wanted[unknown[0]])))] + 1
@@ -152,13 +157,18 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
             raise UserError(f"{path}: {len(dataset) - len(seen)} samples of {ds_name}/{split} have no prediction "
                             f"(the file has {len(seen)} of {len(dataset)})")
     store.flush()
-    info = {"name": identity.model, "source": "predictions file", "file": str(path),
+    info = {"name": identity.model, "spec": identity.model, "source": "predictions file", "file": str(path),
             "file_sha256": identity.weights_sha256, "label_space": probs_space}
-    return store, info
+    record = RunRecord(protocol=protocol.to_dict(), protocol_source="", model=info, device="none",
+                       environment=environment("none"),
+                       run={"seed": protocol.seed, "limit": None, "predictions": PREDICTIONS_DIR, "source": str(path)},
+                       requested=requested, dataset_info=dataset_info, complete=True)
+    record.write(out_dir)
+    return record
 
 
-def _row(identity: RunIdentity, cond: Any, ds: str, split: str, sample: Any, rec: dict[str, Any],
-         probs: np.ndarray, probs_space: str, i: int, path: Path) -> dict[str, Any]:
+def _row(identity: RunIdentity, cond: Condition, ds: str, split: str, sample: Any, rec: dict[str, Any],
+         probs: np.ndarray, probs_space: str, i: int, path: Path, store_masks: str) -> dict[str, Any]:
     gt, size, error = sample.mask, None, sample.error
     if sample.image is not None and cond.perturbation is not None:
         image, gt = cond.perturbation(sample.image, sample.mask, sample_rng(identity.seed, sample.id, cond.key))
@@ -172,17 +182,8 @@ def _row(identity: RunIdentity, cond: Any, ds: str, split: str, sample: Any, rec
         if size is not None and pred.shape != tuple(size):
             raise UserError(f"{path}: row {i + 1}: mask {mask_path} is {pred.shape}, the image is {tuple(size)} (H, W)")
     h, w = (int(size[0]), int(size[1])) if size is not None else (0, 0)
-    return {
-        "key": row_key(identity, ds, split, sample.id, cond.key, cond.params_json), "model": identity.model,
-        "weights_sha256": identity.weights_sha256, "policy_hash": identity.policy_hash, "dataset": ds,
-        "split": split, "sample_id": sample.id, "perturbation": cond.key, "perturbation_params": cond.params_json,
-        "seed": identity.seed, "label": int(sample.label), "probs": None if error else [float(x) for x in probs],
-        "probs_space": probs_space, "height": h, "width": w,
-        "pred_mask": encode_prob_mask(pred) if pred is not None else None,
-        "pred_mask_h": pred.shape[0] if pred is not None else None, "pred_mask_w": pred.shape[1] if pred is not None else None,
-        "gt_mask": encode_bool_mask(gt) if gt is not None else None,
-        "gt_mask_h": gt.shape[0] if gt is not None else None, "gt_mask_w": gt.shape[1] if gt is not None else None,
-        "group": group_of(sample.meta), "meta": json.dumps(light_meta(sample.meta), sort_keys=True, default=str),
-        "error": error, "text": rec.get("text") if isinstance(rec.get("text"), str) else None,
-    }
-
+    text = rec.get("text") if isinstance(rec.get("text"), str) else None
+    return prediction_row(identity, dataset=ds, split=split, sample_id=sample.id, perturbation=cond.key,
+                          params_json=cond.params_json, label=sample.label, probs=probs, probs_space=probs_space,
+                          size=(h, w), pred_mask=pred, gt_mask=gt, meta=sample.meta, error=error, text=text,
+                          store_masks=store_masks)

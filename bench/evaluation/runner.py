@@ -1,16 +1,17 @@
-"""The runner: protocol × model → prediction store → results.json and tables.
+"""The runner: protocol × model → prediction store and run record (no scoring).
 
 Path of one image (DESIGN.md): dataset decode (once per model for the whole perturbation grid)
 → perturbation (rng from ``sample_rng(protocol seed, sample id, perturbation key)``, mask
 co-transformed) → the model's input policy (``model.preprocess``, in loader workers) →
 ``model.predict_preprocessed`` in batches → one store row per (sample, perturbation).
-Scoring reads the store only (:mod:`bench.scoring`), sorted by sample id, so the numbers do not
-depend on batch size, workers, order or sharding.
+A run may be split across processes (:mod:`bench.evaluation.sharding`): each predicts the samples
+it owns into the same folder. The scorer (:mod:`bench.evaluation.scorer`) reads the store only,
+sorted by sample id, so the numbers do not depend on batch size, workers, order or sharding; the
+CLI composes run → score.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,34 +24,15 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from bench.adapters import LocalizerAsDetector
 from bench.datasets.base import Dataset
 from bench.errors import UserError
+from bench.evaluation.conditions import Condition, build_conditions
+from bench.evaluation.protocol import Protocol, load_protocol
+from bench.evaluation.run_record import RunRecord, environment, read_records, split_key
+from bench.evaluation.sharding import Shard
+from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, policy_hash, prediction_row, row_key
 from bench.model import Capability, Detector
-from bench.perturbations.base import Perturbation, sample_rng
+from bench.perturbations.base import sample_rng
 from bench.progress import make_progress
-from bench.protocol import CLEAN, Protocol, load_protocol
-from bench.results import ResultsFile
-from bench.store import PredictionStore, RunIdentity, encode_bool_mask, encode_prob_mask, policy_hash, row_key
 from bench.types import Prediction, Sample
-
-PREDICTIONS_DIR = "predictions"
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One perturbation of the grid, instantiated: ``perturbation`` is None for the clean one.
-
-    ``neutralise``: the protocol's re-encoding applied before the perturbation (None = off);
-    it is then also in ``params`` (hence in the row key and the results)."""
-
-    key: str
-    name: str
-    params: dict[str, Any]
-    label: str
-    perturbation: Perturbation | None
-    neutralise: Perturbation | None = None
-
-    @property
-    def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True, default=str)
 
 
 @dataclass
@@ -77,26 +59,12 @@ class Split:
     missing: dict[str, set[str]] = field(default_factory=dict)
     limit_ids: list[str] | None = None
     fallback_limit: int | None = None
+    shard: Shard = field(default_factory=Shard)
+    ids: list[str] | None = None
 
 
 LIMIT_RULE = ("N samples of each split evenly spaced through the dataset's deterministic order "
               "(the first N where a dataset cannot list its ids without decoding)")
-
-
-def build_conditions(protocol: Protocol) -> list[Condition]:
-    from bench.perturbations.spec import perturbation_from_spec
-    from bench.plugins import create_perturbation
-
-    neutral = perturbation_from_spec(protocol.neutralise.step()) if protocol.neutralise else None
-    extra = {"neutralise": {"name": neutral.name, **neutral.params()}} if neutral else {}
-    out = []
-    for spec in protocol.perturbations:
-        if spec.name == CLEAN:
-            out.append(Condition(CLEAN, CLEAN, dict(extra), spec.display, None, neutral))
-            continue
-        pert = create_perturbation(spec.name, **spec.params)
-        out.append(Condition(pert.key, spec.name, {**pert.params(), **extra}, spec.display, pert, neutral))
-    return out
 
 
 class _VariantStream(IterableDataset):
@@ -115,7 +83,7 @@ class _VariantStream(IterableDataset):
         if self.split.fallback_limit is not None:
             samples = _first_n(samples, self.split.fallback_limit)
         for sample in samples:
-            if sample.id in self.split.skip_ids:
+            if sample.id in self.split.skip_ids or not self.split.shard.owns(sample.id):
                 continue
             wanted = self.split.missing.get(sample.id)
             for cond in self.conditions:
@@ -190,43 +158,12 @@ def detection_adapter(model: Detector) -> LocalizerAsDetector | None:
 
 
 def make_row(run: RunIdentity, split: Split, cond: Condition, v: Variant, pred: Prediction,
-             probs_space: str) -> dict[str, Any]:
-    error = v.error or pred.error
-    probs = np.asarray(pred.probs, dtype=np.float64) if pred.probs is not None else np.zeros(0)
-    pm = pred.mask if error is None else None
-    gm = v.gt_mask
-    dataset = split.spec_name
-    return {
-        "key": row_key(run, dataset, split.dataset.split, v.sample_id, cond.key, cond.params_json),
-        "model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
-        "dataset": dataset, "split": split.dataset.split, "sample_id": v.sample_id,
-        "perturbation": cond.key, "perturbation_params": cond.params_json, "seed": run.seed,
-        "label": int(v.label),
-        "probs": None if error else [float(x) for x in probs],
-        "probs_space": probs_space,
-        "height": int(v.size[0]), "width": int(v.size[1]),
-        "pred_mask": encode_prob_mask(pm) if pm is not None else None,
-        "pred_mask_h": int(pm.shape[0]) if pm is not None else None,
-        "pred_mask_w": int(pm.shape[1]) if pm is not None else None,
-        "gt_mask": encode_bool_mask(gm) if gm is not None else None,
-        "gt_mask_h": int(gm.shape[0]) if gm is not None else None,
-        "gt_mask_w": int(gm.shape[1]) if gm is not None else None,
-        "group": group_of(v.meta),
-        "meta": json.dumps(light_meta(v.meta), sort_keys=True, default=str),
-        "error": error, "text": pred.text,
-    }
-
-
-def group_of(meta: dict[str, Any]) -> str | None:
-    for k in ("generator", "group", "source"):
-        if meta.get(k) is not None:
-            return str(meta[k])
-    return None
-
-
-def light_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-able scalar and list fields of a sample's meta."""
-    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))}
+             probs_space: str, store_masks: str = "full") -> dict[str, Any]:
+    return prediction_row(
+        run, dataset=split.spec_name, split=split.dataset.split, sample_id=v.sample_id, perturbation=cond.key,
+        params_json=cond.params_json, label=v.label, probs=pred.probs, probs_space=probs_space, size=v.size,
+        pred_mask=pred.mask, gt_mask=v.gt_mask, meta=v.meta, error=v.error or pred.error, text=pred.text,
+        store_masks=store_masks)
 
 
 def run_protocol(
@@ -243,42 +180,62 @@ def run_protocol(
     workers: int = 0,
     resume: bool = False,
     flush_every: int = 256,
-    tables: bool = True,
-) -> ResultsFile:
-    """Run ``protocol`` with ``model``, write ``out_dir/{predictions/, results.json, tables/}``.
+    shard: Shard | None = None,
+) -> RunRecord:
+    """Predict ``protocol`` with ``model`` into ``out_dir/predictions/`` (no scoring).
 
     Args:
         protocol: a :class:`Protocol`, a bundled protocol name or a YAML path.
         model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``
             and ``allow_pickle`` are used to create it).
         data_roots: ``{dataset name: folder}``, overriding a protocol's ``root``.
-        limit: evaluate only the first ``limit`` samples of each split (the dataset's order).
+        limit: evaluate only ``limit`` samples of each split (:data:`LIMIT_RULE`).
         batch_size, workers: inference batch size and DataLoader workers (0 = in process).
         resume: continue a run in ``out_dir`` (stored rows are skipped before decoding).
         flush_every: rows per parquet shard (the most a killed run loses).
-    Returns the results, also written to ``out_dir/results.json``.
+        shard: predict only the samples of this shard (:mod:`bench.evaluation.sharding`); every
+            shard of a run writes into the same ``out_dir``, with or without ``resume``.
+    Returns the completed run record, also written to ``out_dir/ranks/`` (score it with
+    :func:`bench.evaluation.scorer.score_run`; the CLI composes the two).
     """
     from bench.plugins import create_model
-    from bench.scoring import score_store
 
     started = time.time()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    source = "" if isinstance(protocol, Protocol) else str(protocol)
     if isinstance(model, str):
         model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
     if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
         raise UserError("Expected batch_size >= 1, workers >= 0 and limit >= 1")
+    shard = shard or Shard()
     out = Path(out_dir)
-    store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every)
-    if store and not resume:
-        raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
+    store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every, writer=f"r{shard.index}of{shard.count}")
     describe = model.describe()
     run = RunIdentity(f"{model.name}:{model.config_name}", model.weights_sha256, policy_hash(describe), proto.seed)
+    identity = {"model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
+                "seed": run.seed, "protocol_sha256": proto.sha256()}
+    _check_run_dir(out, store, identity, shard, resume)
     conditions = build_conditions(proto)
-    stored = store.stored_keys() if resume else set()
-    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored) for spec in proto.datasets]
+    stored = store.stored_keys() if store else set()
+    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored, shard)
+              for spec in proto.datasets]
     adapter = detection_adapter(model)
     probs_space = "binary" if adapter is not None else model.label_space.value
-    total = sum(_pending(s, limit, len(conditions)) for s in splits)
+    model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
+                  "adapters": {"detection": "LocalizerAsDetector (p_fake = max of the predicted mask)"}
+                  if adapter else {}}
+    record = RunRecord(
+        protocol=proto.to_dict(), protocol_source=source, model=model_info, device=str(model.device),
+        shard=(shard.index, shard.count), identity=identity, environment=environment(str(model.device)),
+        run={"seed": proto.seed, "limit": limit, "limit_rule": LIMIT_RULE if limit else None,
+             "neutralise": proto.neutralise.model_dump() if proto.neutralise else None,
+             "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
+             "predictions": PREDICTIONS_DIR},
+        requested={split_key(s.spec_name, s.dataset.split): _requested(s, limit) for s in splits},
+        dataset_info={split_key(s.spec_name, s.dataset.split): s.dataset.describe() for s in splits},
+    )
+    record.write(out)
+    total = sum(_pending(s, limit, conditions) for s in splits)
     with make_progress() as bar:
         task = bar.add_task(f"{model.name} × {proto.name}", total=total)
         for split in splits:
@@ -290,33 +247,33 @@ def run_protocol(
                 for v, pred in zip(batch, predict_batch(model, batch)):
                     if adapter is not None and pred.error is None:
                         pred = adapter(pred)
-                    store.add(make_row(run, split, by_key[v.condition], v, pred, probs_space))
+                    store.add(make_row(run, split, by_key[v.condition], v, pred, probs_space, proto.store_masks))
                 bar.advance(task, len(batch))
     store.flush()
-    run_info = {
-        "seed": proto.seed, "limit": limit,
-        "neutralise": proto.neutralise.model_dump() if proto.neutralise else None,
-        "limit_rule": LIMIT_RULE if limit else None,
-        "batch_size": batch_size, "workers": workers, "resumed": resume, "flush_every": flush_every,
-        "predictions": PREDICTIONS_DIR, "elapsed_s": round(time.time() - started, 3),
-    }
-    model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
-                  "adapters": {"detection": "LocalizerAsDetector (p_fake = max of the predicted mask)"}
-                  if adapter else {}}
-    requested = {(s.spec_name, s.dataset.split): _requested(s, limit) for s in splits}
-    dataset_info = {(s.spec_name, s.dataset.split): s.dataset.describe() for s in splits}
-    results = score_store(store, proto, model_info, run_info, conditions=conditions,
-                          requested=requested, dataset_info=dataset_info, device=str(model.device))
-    results.write(out)
-    if tables:
-        from bench.tables import write_tables
+    record.run["elapsed_s"] = round(time.time() - started, 3)
+    record.complete = True
+    record.write(out)
+    return record
 
-        write_tables([results], out / "tables", kinds=[t.kind for t in proto.tables] or None)
-    return results
+
+def _check_run_dir(out: Path, store: PredictionStore, identity: dict[str, Any], shard: Shard, resume: bool) -> None:
+    """Refuse to mix runs: another model or protocol in ``out``, or this shard's work again without resume."""
+    records = read_records(out)
+    for rec in records:
+        if rec.identity and rec.identity != identity:
+            diff = sorted(k for k in identity if rec.identity.get(k) != identity[k])
+            raise UserError(f"{out} holds a run of another model or protocol ({', '.join(diff)} differ); "
+                            "choose a new --out")
+    if resume:
+        return
+    own = any(tuple(r.shard) == (shard.index, shard.count) for r in records)
+    other_k = any(r.shard[1] != shard.count for r in records)
+    if own or other_k or (shard.count == 1 and store):
+        raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
 
 
 def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], limit: int | None,
-                run: RunIdentity, conditions: Sequence[Condition], stored: set[str]) -> Split:
+                run: RunIdentity, conditions: Sequence[Condition], stored: set[str], shard: Shard) -> Split:
     from bench.plugins import create_dataset
 
     root = data_roots.get(spec.name, spec.root)
@@ -325,17 +282,20 @@ def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], l
         raise UserError(
             f"Protocol {proto.name!r} is {proto.label_space.value} but dataset {spec.name!r} is {dataset.label_space.value}"
         )
-    split = Split(spec.name, dataset)
+    split = Split(spec.name, dataset, shard=shard)
     ids = _ordered_ids(dataset)
     if limit is not None and ids is None:
         split.fallback_limit = limit
     if ids is not None and limit is not None:
         split.limit_ids = spread_subset(ids, limit)
         split.skip_ids |= set(ids) - set(split.limit_ids)
+    candidates = split.limit_ids if split.limit_ids is not None else ids
+    if candidates is not None:
+        split.ids = [sid for sid in candidates if shard.owns(sid)]
+        split.skip_ids |= set(candidates) - set(split.ids)
     if stored:
         keys_of = {c.key: c for c in conditions}
-        candidates = split.limit_ids if split.limit_ids is not None else ids
-        for sid in candidates or []:
+        for sid in split.ids or []:
             missing = {k for k, c in keys_of.items()
                        if row_key(run, spec.name, dataset.split, sid, k, c.params_json) not in stored}
             if not missing:
@@ -370,9 +330,8 @@ def _requested(split: Split, limit: int | None) -> int:
     return min(n, limit) if limit is not None else n
 
 
-def _pending(split: Split, limit: int | None, n_conditions: int) -> int:
-    n = _requested(split, limit)
-    done = len(split.skip_ids) - (len(split.dataset) - len(split.limit_ids) if split.limit_ids is not None else 0)
-    partial = sum(n_conditions - len(m) for m in split.missing.values())
-    return max(0, (n - done) * n_conditions - partial)
-
+def _pending(split: Split, limit: int | None, conditions: Sequence[Condition]) -> int:
+    """Variants still to predict in this shard (an estimate where ids cannot be listed)."""
+    if split.ids is None:
+        return -(-_requested(split, limit) * len(conditions) // split.shard.count)
+    return sum(len(split.missing.get(sid, conditions)) for sid in split.ids if sid not in split.skip_ids)

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import UserError
-from bench.protocol_files import resolve_protocol
+from bench.evaluation.protocol_files import resolve_protocol
 from bench.types import LabelSpace
 
 CLEAN = "none"
@@ -140,6 +140,9 @@ class Protocol(_Strict):
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
     tables: list[TableSpec] = Field(default_factory=list)
     neutralise: NeutraliseSpec | None = None
+    store_masks: Literal["full", "stats"] = "full"
+    """What the prediction store keeps of masks: ``full`` (8-bit predicted masks, ground truths,
+    per-image statistics) or ``stats`` (per-image statistics only; see bench/evaluation/store.py)."""
 
     @field_validator("perturbations")
     @classmethod

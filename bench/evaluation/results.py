@@ -8,8 +8,9 @@ Layout (``schema_version`` 1)::
 
     {schema_version, created, protocol: {name, version, source, sha256, resolved},
      model: {spec, describe() ..., adapters},
-     environment: {git_commit, packages, python, platform, device, torch_threads},
-     run: {seed, limit, limit_rule, batch_size, workers, predictions, rows, elapsed_s},
+     environment: {git_commit, packages, python, platform, device, torch_threads, cuda,
+                   scored_with_git_commit},  (where the predictions were made; the scoring commit)
+     run: {seed, limit, limit_rule, batch_size, workers, predictions, rows, shards, elapsed_s},
      entries: [{dataset, split, perturbation: {key, name, params, label}, dataset_info,
                 n, n_requested, n_errors, errors, adapter,
                 metrics: {metric_name: {convention, values: {key: {value, ci}}, skipped}}}]}
@@ -18,6 +19,7 @@ Layout (``schema_version`` 1)::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,7 @@ class ResultsFile(_Model):
     def write(self, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / RESULTS_FILE
-        tmp = out_dir / f".tmp-{RESULTS_FILE}"
+        tmp = out_dir / f".tmp-{RESULTS_FILE}-{os.getpid()}"  # two shards finishing at once each write whole files
         tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path

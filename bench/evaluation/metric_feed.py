@@ -1,0 +1,215 @@
+"""Feeding store rows into metrics, one batch at a time: the streaming half of the scorer.
+
+A :class:`GroupScorer` holds the metric states of one (dataset, split, perturbation) group.
+Batches of rows arrive in any order (shard by shard); each metric's ``update`` keeps per-sample
+rows only (a label and a score, or a few numbers per image), and :meth:`GroupScorer.result`
+sorts them by sample id before computing, so the numbers and the bootstrap's draws equal those
+of one in-memory pass over the rows sorted by sample id.
+
+Label-space rules (each recorded as the entry's ``adapter``):
+
+- probabilities in the protocol's label space: used as they are;
+- ternary probabilities on binary data: :class:`~bench.adapters.TernaryToBinary`;
+- binary probabilities on ternary data: the :class:`~bench.adapters.BinaryOnTernary` rule,
+  through the metric's own mode (:data:`BINARY_ON_TERNARY_PARAMS`); a metric without that
+  mode is skipped with the reason recorded.
+
+Rows with an error are counted in ``n_errors`` and left out of every metric (never dropped
+from the store). Localization metrics read each row's ``mask_stats`` (never the masks): rows
+that have a predicted mask; a tampered row without a ground-truth mask is left out and
+counted in ``n_no_gt_mask``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bench.adapters import TernaryToBinary
+from bench.errors import UserError
+from bench.evaluation.bootstrap import bootstrap_ci, describe_bootstrap
+from bench.evaluation.protocol import Protocol
+from bench.evaluation.results import MetricResult, MetricValue, PerturbationInfo, ResultEntry
+from bench.evaluation.store import decode_stats, level_values
+from bench.metrics.base import Metric, SampleMetric
+from bench.types import TAMPERED, LabelSpace
+
+BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mode": "binary_on_ternary"}}
+"""Metrics that implement the BinaryOnTernary rule, and the parameters that switch it on."""
+
+MAX_ERRORS_LISTED = 20
+FEED_COLUMNS = ["dataset", "split", "perturbation", "sample_id", "label", "probs", "group", "error",
+                "pred_mask_h", "gt_mask_h", "mask_stats"]
+"""The store columns scoring reads (never the mask bytes)."""
+
+
+class GroupScorer:
+    """Metric states of one (dataset, split, perturbation) group.
+
+    Args:
+        protocol: metrics, label space and bootstrap settings.
+        pert: the group's perturbation, for the entry.
+        index: the group's winning rows' ``sample_id``, ``error`` and ``probs_space`` columns.
+    """
+
+    def __init__(self, protocol: Protocol, pert: PerturbationInfo, index: pa.Table) -> None:
+        from bench.plugins import METRICS, create_metric
+
+        self.protocol, self.pert = protocol, pert
+        ids = np.array(index.column("sample_id").to_pylist(), dtype=object)
+        errors = np.array(index.column("error").to_pylist(), dtype=object)
+        failed = np.flatnonzero(np.not_equal(errors, None))
+        order = failed[np.argsort(ids[failed].astype(str), kind="stable")] if failed.size else failed
+        self.n, self.n_errors = index.num_rows, int(failed.size)
+        self.errors = {str(ids[i]): str(errors[i]) for i in order[:MAX_ERRORS_LISTED]}
+        ok = np.equal(errors, None)
+        spaces = set(np.array(index.column("probs_space").to_pylist(), dtype=object)[ok].tolist())
+        self.probs_space = spaces.pop() if len(spaces) == 1 else protocol.label_space.value
+        self.metrics: dict[str, Metric] = {}
+        self.tasks: dict[str, str] = {}
+        self.skipped: dict[str, MetricResult] = {}
+        for spec in protocol.metrics:
+            task = METRICS.get(spec.name).task
+            params = dict(spec.params)
+            if task == "detection" and self._binary_on_ternary():
+                if spec.name not in BINARY_ON_TERNARY_PARAMS:
+                    self.skipped[spec.name] = MetricResult(
+                        skipped="binary predictions on ternary data: this metric has no BinaryOnTernary mode")
+                    continue
+                params.update(BINARY_ON_TERNARY_PARAMS[spec.name])
+            if task == "detection+localization" and self.probs_space != LabelSpace.TERNARY.value:
+                self.skipped[spec.name] = MetricResult(skipped="SIDA legacy metrics need ternary probabilities")
+                continue
+            self.metrics[spec.name] = create_metric(spec.name, **params)
+            self.tasks[spec.name] = task
+        self.n_no_gt_mask = self.n_no_pred_mask = self.n_tampered_without_pred = 0
+        self.any_pred_mask = False
+        self.values = level_values()
+
+    def _binary_on_ternary(self) -> bool:
+        return self.probs_space == LabelSpace.BINARY.value and self.protocol.label_space == LabelSpace.TERNARY
+
+    # -- feeding ----------------------------------------------------------------------------
+    def update(self, rows: pa.Table) -> None:
+        """Add a batch of this group's rows (any order; errors are left out here)."""
+        good = rows.filter(pc.is_null(rows.column("error")))
+        if not good.num_rows:
+            return
+        labels = good.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
+        ids = good.column("sample_id").to_pylist()
+        has_pred = pc.is_valid(good.column("pred_mask_h")).to_numpy(zero_copy_only=False)
+        has_gt = pc.is_valid(good.column("gt_mask_h")).to_numpy(zero_copy_only=False)
+        self.any_pred_mask |= bool(has_pred.any())
+        probs: np.ndarray | None = None
+        stats: list[np.ndarray | None] | None = None
+        for name, metric in self.metrics.items():
+            task = self.tasks[name]
+            if task in ("detection", "detection+localization") and probs is None:
+                probs = _probs(good.column("probs"), len(labels))
+            if task in ("localization", "detection+localization") and stats is None:
+                stats = [None if s is None else decode_stats(s) for s in good.column("mask_stats").to_pylist()]
+            if task == "detection":
+                self._detection(metric, labels, probs, good.column("group").to_pylist(), ids)
+            elif task == "localization":
+                self._localization(metric, labels, has_pred, has_gt, stats, ids)
+            else:
+                self._legacy(metric, labels, probs, has_pred, has_gt, stats, ids)
+
+    def _detection(self, metric: Any, labels: np.ndarray, probs: Any, groups: list[Any], ids: list[str]) -> None:
+        if self.probs_space == LabelSpace.TERNARY.value and self.protocol.label_space == LabelSpace.BINARY:
+            probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
+        metric.update(labels, probs, groups=groups, sample_ids=ids)
+
+    def _localization(self, metric: Any, labels: np.ndarray, has_pred: np.ndarray, has_gt: np.ndarray,
+                      stats: Any, ids: list[str]) -> None:
+        tampered = getattr(metric, "tampered_label", TAMPERED)
+        usable = has_pred & (has_gt | (labels != tampered))
+        self.n_no_gt_mask += int((has_pred & ~has_gt & (labels == tampered)).sum())
+        self.n_no_pred_mask += int((~has_pred).sum())
+        keep = np.flatnonzero(usable)
+        for i in keep:
+            if stats[i] is None:
+                raise UserError(f"sample {ids[i]!r}: the predicted mask and the ground truth differ in shape")
+        metric.update_stats([stats[i] for i in keep], self.values, labels[keep], sample_ids=[ids[i] for i in keep])
+
+    def _legacy(self, metric: Any, labels: np.ndarray, probs: Any, has_pred: np.ndarray, has_gt: np.ndarray,
+                stats: Any, ids: list[str]) -> None:
+        """A tampered image without a predicted mask (honest mode) counts as an empty prediction:
+        its ``mask_stats`` already holds every pixel at code 0."""
+        self.n_tampered_without_pred += int(((labels == TAMPERED) & has_gt & ~has_pred).sum())
+        usable = [s if has_gt[i] else None for i, s in enumerate(stats)]
+        metric.update_stats(labels, probs, usable, self.values, sample_ids=ids)
+
+    # -- results ----------------------------------------------------------------------------
+    def result(self, dataset: str, split: str) -> ResultEntry:
+        """The group's entry: each metric sorted by sample id, computed, bootstrapped."""
+        out: dict[str, MetricResult] = {}
+        for spec in self.protocol.metrics:
+            if spec.name in self.skipped:
+                out[spec.name] = self.skipped[spec.name]
+                continue
+            metric, task = self.metrics[spec.name], self.tasks[spec.name]
+            if task == "localization" and not self.any_pred_mask:
+                out[spec.name] = MetricResult(convention=metric.convention(),
+                                              skipped="the model produced no predicted masks")
+                continue
+            if isinstance(metric, SampleMetric):
+                metric.sort_by_sample_id()
+            result = metric_result(metric, self.protocol)
+            if task == "localization":
+                result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
+                result.values["n_no_pred_mask"] = MetricValue(value=float(self.n_no_pred_mask))
+            elif task == "detection+localization":
+                result.convention["missing_pred_mask"] = "empty prediction (no forged pixels)"
+                result.values["n_tampered_without_pred_mask"] = MetricValue(value=float(self.n_tampered_without_pred))
+            out[spec.name] = result
+        return ResultEntry(dataset=dataset, split=split, perturbation=self.pert, n=self.n, n_errors=self.n_errors,
+                           errors=self.errors, adapter=_adapter_name(LabelSpace(self.probs_space),
+                                                                      self.protocol.label_space), metrics=out)
+
+
+def _probs(column: pa.ChunkedArray, n: int) -> np.ndarray:
+    """(N, K) float64 from a list<double> column whose rows all have K values."""
+    arr = column.combine_chunks()
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if n and (lengths != lengths[0]).any():
+        raise UserError(f"stored probabilities have different lengths ({sorted(set(lengths.tolist()))})")
+    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64)
+    return flat.reshape(n, -1) if n else np.zeros((0, 1))
+
+
+def _adapter_name(probs: LabelSpace, data: LabelSpace) -> str:
+    if probs == data:
+        return "none"
+    if probs == LabelSpace.TERNARY:
+        return "TernaryToBinary (p_fake = p_full_synthetic + p_tampered)"
+    return "BinaryOnTernary (real correct iff predicted real; full_synthetic/tampered correct iff predicted fake)"
+
+
+def metric_result(metric: Metric, protocol: Protocol | None) -> MetricResult:
+    """Values (non-finite → None) with the protocol's bootstrap intervals and conventions."""
+    values = metric.compute()
+    cis: dict[str, tuple[float, float]] = {}
+    boot = protocol.bootstrap if protocol is not None else None
+    if boot is not None and boot.n > 0 and hasattr(metric, "headline_keys"):
+        cis = bootstrap_ci(metric, n_resamples=boot.n, confidence=boot.confidence, seed=boot.seed)
+    out = {k: MetricValue(value=_finite(v), ci=_ci(cis.get(k))) for k, v in values.items()}
+    convention = dict(metric.convention())
+    if cis:
+        convention["ci"] = describe_bootstrap(boot.n, boot.confidence, boot.seed)  # type: ignore[union-attr]
+    return MetricResult(convention=convention, values=out)
+
+
+def _finite(v: Any) -> float | None:
+    f = float(v)
+    return f if np.isfinite(f) else None
+
+
+def _ci(pair: Any) -> tuple[float, float] | None:
+    if pair is None:
+        return None
+    lo, hi = float(pair[0]), float(pair[1])
+    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None

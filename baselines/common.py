@@ -214,6 +214,23 @@ class SingleLogitDetector(Detector):
     def set_train_mode(self, training: bool) -> None:
         self.network.train(training)
 
+    def train_item(self, image: np.ndarray, recipe: Any, rng: np.random.Generator) -> Any:
+        """One training input from a (``load_size``-resized) RGB uint8 image: the recipe's
+        blur / JPEG / random crop / flip, then :meth:`to_input`."""
+        from baselines.training import augment_crop
+
+        return self.to_input(augment_crop(image, recipe, rng))
+
+    def eval_item(self, image: np.ndarray, recipe: Any) -> Any:
+        """One validation input: the recipe's resize and centre crop, then :meth:`to_input`."""
+        from baselines.training import eval_geometry
+
+        return self.to_input(eval_geometry(image, recipe))
+
+    def batch_logits(self, items: list[Any]) -> torch.Tensor:
+        """(B, num_outputs) logits of a list of training/validation items (with gradients)."""
+        return self.network(torch.stack(items).to(self.device))
+
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
         from baselines.training import fit_detector
 

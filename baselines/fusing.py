@@ -263,13 +263,14 @@ class Fusing(SingleLogitDetector):
         raw = load_raw(path, allow_pickle=self.allow_pickle)
         inner = raw["model"] if isinstance(raw, dict) and "model" in raw else raw
         state = strip_prefix(tensors_only(inner, path), "module.")
-        if "conv1.weight" in state and "layer4.0.conv1.weight" in state and "mha_list.0.mha.in_proj_weight" not in state:
-            log.warning("%s is an ImageNet ResNet: loaded into the backbone only (the official training start "
-                        "point, not a detector)", path)
-            load_strict(self.network.resnet, state, path)
-            return
+        fc = state.get("fc.weight")
+        imagenet = fc is not None and fc.shape[0] == 1000 and not any(k.startswith("resnet.") for k in state)
+        target = self.network.resnet if imagenet else self.network
         try:
-            load_strict(self.network, state, path)
+            load_strict(target, state, path)
         except UserError as exc:
             raise UserError(f"{exc}. Expected {{'model': Patch5Model state dict}} (resnet.*, mha_list.*, fc1, fc; "
-                            f"`module.` allowed); {DOCS}") from exc
+                            f"`module.` allowed) or an ImageNet ResNet-50 state dict; {DOCS}") from exc
+        if imagenet:
+            log.warning("%s is an ImageNet ResNet: loaded into the backbone only (the official training start "
+                        "point, not a detector)", path)

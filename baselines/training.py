@@ -18,7 +18,8 @@ augmentation) and the learning rate follows the recipe's schedule:
 The test split is never read. ``OUT/best`` holds the checkpoint with the best validation
 accuracy, ``OUT/last`` the latest one plus ``trainer_state.pt`` (optimizer, epoch, step,
 schedule state), from which ``--resume`` continues. Per-sample randomness is derived from
-(seed, epoch, position), so a resumed run makes the same choices as an uninterrupted one.
+(seed, epoch, position) and torch's generator (dropout) is seeded per epoch, so a run resumed
+at an epoch boundary makes the same choices as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -275,6 +276,8 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
                 state.stopped = "max_steps"
                 break
             model.set_train_mode(True)
+            # torch randomness in the forward (dropout) is seeded per epoch, so a resumed run matches
+            torch.manual_seed(int(np.random.SeedSequence([options.seed, state.epoch, 11]).generate_state(1)[0]))
             progress.update(task, description=f"train epoch {state.epoch + 1}/{epochs}")
             batch: list[Any] = []
             targets: list[float | int] = []

@@ -198,7 +198,7 @@ class Fusing(SingleLogitDetector):
     name = "fusing"
     configs = {
         "default": FusingConfig(),
-        "tiny": FusingConfig(layers=(1, 1, 1, 1), width=8, embed=16, heads=2, backbone_classes=8, view=96,
+        "tiny": FusingConfig(layers=(1, 1, 1, 1), width=4, embed=16, heads=2, backbone_classes=8, view=96,
                              patches=(96, 48), train=_TINY_TRAIN, weights_source="random"),
     }
     weights_help = (

@@ -181,7 +181,8 @@ class GramNetConfig:
 # random crop 224, flip; lr/10 after 5 epochs without validation-accuracy gain.
 _AIGC_TRAIN = TrainRecipe(optimizer="adam", lr=1e-4, batch_size=64, epochs=1000, schedule="plateau", patience=5,
                           load_size=256, crop_size=224, blur_prob=0.1, jpeg_prob=0.1)
-# sid-mini-sized official recipe: 64×64 input, down-scale side in [48, 96] (sid-mini images are 96 px).
+# sid-mini-sized recipe: 96×96 input (the sid-mini size: the official resize is the identity there) and no
+# down/up-scale augmentation (it erases the few-pixel up-sampling traces of sid-mini, as blur/JPEG do for cnnspot).
 _TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, weight_decay=1e-4, batch_size=16, epochs=6, schedule="step",
                           step_epochs=10**6, lr_factor=1.0, load_size=None, crop_size=None, flip=False)
 
@@ -194,8 +195,8 @@ class GramNet(SingleLogitDetector):
         "default": GramNetConfig(),
         "aigc": GramNetConfig(policy="aigc", size=256, crop=224,
                               train=_AIGC_TRAIN, weights_source="AIGCDetectBenchmark weights/classifier/Gram.pth"),
-        "tiny": GramNetConfig(layers=(1, 1, 1, 1), width=8, gram_channels=8, branch_width=4, hidden=32, size=64,
-                              augment_sizes=(48, 96), train=_TINY_TRAIN, weights_source="random"),
+        "tiny": GramNetConfig(layers=(1, 1, 1, 1), width=8, gram_channels=8, branch_width=4, hidden=32, size=96,
+                              augment_sizes=(96, 96), train=_TINY_TRAIN, weights_source="random"),
     }
     weights_help = (
         "Official Gram-Net weights: the Google Drive folder linked from the README of github.com/liuzhengzhe/"

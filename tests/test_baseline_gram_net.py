@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torch import nn
@@ -148,7 +147,18 @@ def official_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------- parity
-def test_pickled_official_model_needs_allow_pickle_and_matches_the_official_forward(official_files):
+def _cli_probs(tmp_path: Path, spec: str, weights: Path, image: Path, *extra: str) -> list[float]:
+    """``sida-bench predict``: the [p_real, p_fake] it writes for one image."""
+    from bench.cli import main
+
+    out = tmp_path / spec.replace(":", "_")
+    assert main(["predict", "--model", spec, "--weights", str(weights), *extra, str(image), "--out", str(out)]) == 0
+    record = json.loads((out / f"{image.stem}.json").read_text())
+    return [record["probabilities"]["real"], record["probabilities"]["fake"]]
+
+
+@pytest.mark.slow
+def test_pickled_official_model_needs_allow_pickle_and_matches_the_official_forward(official_files, tmp_path):
     with pytest.raises(UserError, match="--allow-pickle") as err:
         create_model("gram_net", weights=official_files["pickled"])
     assert "\n" not in str(err.value)
@@ -163,16 +173,21 @@ def test_pickled_official_model_needs_allow_pickle_and_matches_the_official_forw
     with torch.inference_mode():
         expected = reference(ref_in)  # log-probabilities, index 0 = fake
         ours = model.network.head_output(ours_in)
+        probs = model.forward(ours_in).probs[0].numpy()
     assert float((ours - expected).abs().max()) <= 1e-4
     assert 0.05 < float(expected[0, 0].exp()) < 0.95  # not saturated: the check is meaningful
-    probs = model.predict([image])[0].probs
-    np.testing.assert_allclose(probs, [float(expected[0, 1].exp()), float(expected[0, 0].exp())], atol=1e-5)
+    official_probs = [float(expected[0, 1].exp()), float(expected[0, 0].exp())]  # [p_real, p_fake]
+    np.testing.assert_allclose(probs, official_probs, atol=1e-5)
 
-    from_state = create_model("gram_net", weights=official_files["state"])  # the extracted state dict
-    np.testing.assert_allclose(from_state.predict([image])[0].probs, probs, atol=1e-7)
+    # the same through the CLI, and the extracted state dict is the same network
+    cli = _cli_probs(tmp_path, "gram_net", official_files["pickled"], official_files["image"], "--allow-pickle")
+    np.testing.assert_allclose(cli, official_probs, atol=1e-5)
+    from_state = create_model("gram_net", weights=official_files["state"]).network.state_dict()
+    for k, v in model.network.state_dict().items():
+        assert torch.equal(v, from_state[k]), k
 
 
-def test_aigc_variant_matches_its_official_forward_on_odd_sizes(official_files):
+def test_aigc_variant_matches_its_official_forward_on_odd_sizes(official_files, tmp_path):
     model = create_model("gram_net:aigc", weights=official_files["aigc"])
     reference = _official(1, seed=3)
     images = [_image(301, 257, 1), _image(97, 131, 2), _image(15, 9, 3)]
@@ -187,6 +202,9 @@ def test_aigc_variant_matches_its_official_forward_on_odd_sizes(official_files):
             assert float((model.logits(ours_in) - expected).abs().max()) <= 1e-4
             p_fake = model.predict([image])[0].probs[1]
             assert p_fake == pytest.approx(float(torch.sigmoid(expected[0, 0])), abs=1e-5)
+        expected = torch.sigmoid(reference(tf(Image.open(official_files["image"]).convert("RGB"))[None]))[0, 0]
+    cli = _cli_probs(tmp_path, "gram_net:aigc", official_files["aigc"], official_files["image"])
+    np.testing.assert_allclose(cli, [1 - float(expected), float(expected)], atol=1e-5)
 
 
 def test_gram_matrix_is_the_official_normalised_product():
@@ -224,23 +242,7 @@ def test_wrong_layout_is_refused_with_the_expected_layout(tmp_path):
     assert "\n" not in str(err.value)
 
 
-# ---------------------------------------------------------------------- CLI and tiny end to end
-def test_cli_predict_with_each_official_layout(official_files, tmp_path):
-    from bench.cli import main
-
-    image = str(official_files["image"])
-    assert main(["predict", "--model", "gram_net", "--weights", str(official_files["pickled"]), "--allow-pickle",
-                 image, "--out", str(tmp_path / "official")]) == 0
-    assert main(["predict", "--model", "gram_net:aigc", "--weights", str(official_files["aigc"]), image,
-                 "--out", str(tmp_path / "aigc")]) == 0
-    image_rgb = np.asarray(Image.open(image).convert("RGB"))
-    for folder, spec, weights in (("official", "gram_net", "state"), ("aigc", "gram_net:aigc", "aigc")):
-        record = json.loads((tmp_path / folder / "face.json").read_text())
-        expected = create_model(spec, weights=official_files[weights]).predict([image_rgb])[0].probs
-        np.testing.assert_allclose([record["probabilities"]["real"], record["probabilities"]["fake"]], expected,
-                                   atol=1e-6)
-
-
+# ---------------------------------------------------------------------- tiny end to end
 @pytest.fixture(scope="module")
 def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bench.sidmini import SMALL_PER_CLASS, SMALL_SIZE, build_sid_mini
@@ -263,7 +265,7 @@ def test_tiny_training_follows_the_official_augmentation_and_resumes(sid_mini_ro
     model = create_model("gram_net:tiny")
     rng = np.random.default_rng(0)
     item = model.train_item(_image(40, 50, 1), model.config.train, rng)
-    assert tuple(item.shape) == (3, 64, 64) and float(item.max()) > 1.0  # raw 0-255 BGR, 64×64
+    assert tuple(item.shape) == (3, 96, 96) and float(item.max()) > 1.0  # raw 0-255 BGR, 96×96
 
     train = create_dataset("sid_mini", root=sid_mini_root, split="train")
     val = create_dataset("sid_mini", root=sid_mini_root, split="validation")

@@ -188,7 +188,7 @@ class FusingConfig:
 
 
 # sid-mini-sized: 96 px global view (the image itself), patches of 96 and 48 px, no blur/JPEG.
-_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, batch_size=16, epochs=4, schedule="plateau", patience=5,
+_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, batch_size=16, epochs=3, schedule="plateau", patience=5,
                           lr_factor=0.5, load_size=None, crop_size=None)
 
 

@@ -183,7 +183,7 @@ _AIGC_TRAIN = TrainRecipe(optimizer="adam", lr=1e-4, batch_size=64, epochs=1000,
                           load_size=256, crop_size=224, blur_prob=0.1, jpeg_prob=0.1)
 # sid-mini-sized recipe: 96×96 input (the sid-mini size: the official resize is the identity there) and no
 # down/up-scale augmentation (it erases the few-pixel up-sampling traces of sid-mini, as blur/JPEG do for cnnspot).
-_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, weight_decay=1e-4, batch_size=16, epochs=6, schedule="step",
+_TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, weight_decay=1e-4, batch_size=16, epochs=4, schedule="step",
                           step_epochs=10**6, lr_factor=1.0, load_size=None, crop_size=None, flip=False)
 
 
@@ -221,6 +221,8 @@ class GramNet(SingleLogitDetector):
 
     # ------------------------------------------------------------------ preprocessing
     def test_geometry(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"Gram-Net needs a non-empty (H, W, 3) image, got shape {image.shape}")
         if self.config.policy == "aigc":
             image = resize(image, self.config.size, "shorter_side")
             return center_crop(image, self.config.crop) if self.config.crop else image

@@ -207,6 +207,11 @@ def test_aigc_variant_matches_its_official_forward_on_odd_sizes(official_files, 
     np.testing.assert_allclose(cli, [1 - float(expected), float(expected)], atol=1e-5)
 
 
+def test_empty_image_is_a_clear_error():
+    with pytest.raises(ValueError, match="non-empty"):
+        create_model("gram_net:tiny").preprocess(np.zeros((0, 5, 3), np.uint8))
+
+
 def test_gram_matrix_is_the_official_normalised_product():
     from baselines.gram_net import gram_matrix
 

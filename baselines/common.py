@@ -56,6 +56,20 @@ def resize(image: np.ndarray, size: int, mode: str = "shorter_side") -> np.ndarr
     return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
 
+MAX_RESIZED_PIXELS = 64_000_000
+
+
+def check_shorter_side_resize(image: np.ndarray, size: int) -> None:
+    """Raise ValueError (a recorded per-sample failure) when a shorter-side resize to ``size`` of a
+    degenerate image (e.g. 1×100000 px) would need more than ``MAX_RESIZED_PIXELS`` pixels."""
+    h, w = image.shape[:2]
+    if min(h, w) < 1:
+        raise ValueError(f"empty image ({w}x{h})")
+    if size * size * max(h, w) / min(h, w) > MAX_RESIZED_PIXELS:
+        raise ValueError(f"a {w}x{h} image resized to {size} on its shorter side would have "
+                         f"{int(size * size * max(h, w) / min(h, w))} pixels (limit {MAX_RESIZED_PIXELS})")
+
+
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Square centre crop as torchvision ``CenterCrop(size)``: images smaller than ``size`` are
     first zero-padded (black) symmetrically, the extra pixel going right/bottom."""

@@ -48,6 +48,7 @@ from baselines.common import (
     BottleneckResNet,
     SingleLogitDetector,
     center_crop,
+    check_shorter_side_resize,
     logits_to_probs,
     resize,
     to_tensor,
@@ -227,8 +228,7 @@ class Fusing(SingleLogitDetector):
         return to_tensor(image, IMAGENET_MEAN, IMAGENET_STD)
 
     def preprocess(self, image: np.ndarray) -> FusingItem:
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise ValueError(f"Fusing needs a non-empty image, got {image.shape[1]}x{image.shape[0]}")
+        check_shorter_side_resize(image, self.config.view)
         return self.to_input(image), self.to_input(self.test_geometry(image))
 
     def train_item(self, image: np.ndarray, recipe: TrainRecipe, rng: np.random.Generator) -> FusingItem:

@@ -38,7 +38,15 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from baselines.common import IMAGENET_MEAN, IMAGENET_STD, SingleLogitDetector, center_crop, resize, to_tensor
+from baselines.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SingleLogitDetector,
+    center_crop,
+    check_shorter_side_resize,
+    resize,
+    to_tensor,
+)
 from baselines.training import TrainRecipe
 from bench.checkpoint import load_pickled_module_state, load_strict, strip_prefix, tensors_only
 from bench.errors import UserError
@@ -224,6 +232,7 @@ class GramNet(SingleLogitDetector):
         if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"Gram-Net needs a non-empty (H, W, 3) image, got shape {image.shape}")
         if self.config.policy == "aigc":
+            check_shorter_side_resize(image, self.config.size)
             image = resize(image, self.config.size, "shorter_side")
             return center_crop(image, self.config.crop) if self.config.crop else image
         return cv2_square(image, self.config.size)

@@ -219,6 +219,15 @@ def test_cli_predict_with_the_official_layout(tmp_path):
     np.testing.assert_allclose([record["probabilities"]["real"], record["probabilities"]["fake"]], expected, atol=1e-6)
 
 
+def test_degenerate_images_are_per_sample_errors():
+    model = create_model("fusing:tiny")
+    with pytest.raises(ValueError, match="empty image"):
+        model.preprocess(np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="would have"):  # the global view would be 96 × 9.6M px
+        model.preprocess(np.zeros((1, 100_000, 3), np.uint8))
+    assert model.predict([np.zeros((1, 3, 3), np.uint8)])[0].probs.shape == (2,)  # tiny but fine
+
+
 def test_predictions_do_not_depend_on_the_batch():
     model = create_model("fusing:tiny")
     images = [_image(96, 96, 0), _image(50, 130, 1), _image(96, 96, 2)]

@@ -262,7 +262,10 @@ class Fusing(SingleLogitDetector):
     def load_official(self, path: Path) -> None:
         raw = load_raw(path, allow_pickle=self.allow_pickle)
         inner = raw["model"] if isinstance(raw, dict) and "model" in raw else raw
-        state = strip_prefix(tensors_only(inner, path), "module.")
+        try:
+            state = strip_prefix(tensors_only(inner, path), "module.")
+        except UserError as exc:
+            raise UserError(f"{exc}; expected {{'model': Patch5Model state dict}}; {DOCS}") from exc
         fc = state.get("fc.weight")
         imagenet = fc is not None and fc.shape[0] == 1000 and not any(k.startswith("resnet.") for k in state)
         target = self.network.resnet if imagenet else self.network

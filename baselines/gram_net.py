@@ -260,7 +260,10 @@ class GramNet(SingleLogitDetector):
         aigc_file = isinstance(raw, dict) and ("netC" in raw or "model" in raw)
         if aigc_file:
             raw = raw["netC"] if "netC" in raw else raw["model"]
-        state = strip_prefix(tensors_only(raw, path), "module.")
+        try:
+            state = strip_prefix(tensors_only(raw, path), "module.")
+        except UserError as exc:
+            raise UserError(f"{exc}; expected {self._expected_layout()}; {DOCS}") from exc
         head = state.get("fcnewr.3.weight")
         if head is None:
             raise UserError(f"{path} is not a Gram-Net checkpoint (no fcnewr.3.weight); expected "

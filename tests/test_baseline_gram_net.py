@@ -239,6 +239,9 @@ def test_wrong_layout_is_refused_with_the_expected_layout(tmp_path):
     with pytest.raises(UserError, match=r"not a Gram-Net checkpoint.*docs/baselines.md#gram-net") as err:
         create_model("gram_net:tiny", weights=path)
     assert "\n" not in str(err.value)
+    torch.save({"netC": {"a": 1}}, path)
+    with pytest.raises(UserError, match=r"expected a state dict.*docs/baselines.md#gram-net"):
+        create_model("gram_net:tiny", weights=path)
     state = create_model("gram_net:tiny").network.state_dict()
     state.pop("g_fc1r.0.weight")
     torch.save(state, path)

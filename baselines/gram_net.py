@@ -31,6 +31,7 @@ hold the same network). AIGCDetectBenchmark re-trains it (``networks/resnet_gram
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -52,6 +53,7 @@ from bench.checkpoint import load_pickled_module_state, load_strict, strip_prefi
 from bench.errors import UserError
 from bench.model import InputPolicy
 
+log = logging.getLogger(__name__)
 DOCS = "see docs/baselines.md#gram-net"
 OFFICIAL_SOURCE = "resnet18_gram"
 # Gram branches in official order: (input conv, first stride-2 conv, second stride-2 conv).
@@ -265,6 +267,10 @@ class GramNet(SingleLogitDetector):
         except UserError as exc:
             raise UserError(f"{exc}; expected {self._expected_layout()}; {DOCS}") from exc
         head = state.get("fcnewr.3.weight")
+        fc = state.get("fc.weight")
+        if head is None and fc is not None and fc.shape[0] == 1000:
+            self._load_imagenet_trunk(state, path)
+            return
         if head is None:
             raise UserError(f"{path} is not a Gram-Net checkpoint (no fcnewr.3.weight); expected "
                             f"{self._expected_layout()}; {DOCS}")
@@ -273,6 +279,16 @@ class GramNet(SingleLogitDetector):
             load_strict(self.network, state, path)
         except UserError as exc:
             raise UserError(f"{exc}. Expected {self._expected_layout()}; {DOCS}") from exc
+
+    def _load_imagenet_trunk(self, state: dict[str, torch.Tensor], path: Path) -> None:
+        """An ImageNet ResNet-18 (torchvision keys): the official training start point
+        (``resnet18(pretrained=True)`` + ``strict=False``): trunk loaded, branches and head random."""
+        trunk = nn.Module()  # the network's own trunk modules, so the load is strict on exactly them
+        for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"):
+            trunk.add_module(name, getattr(self.network, name))
+        load_strict(trunk, {k: v for k, v in state.items() if not k.startswith("fc.")}, path)
+        log.warning("%s is an ImageNet ResNet-18: trunk loaded, Gram branches and head keep their random "
+                    "initialisation (the official training start point, not a detector)", path)
 
     def _expected_layout(self) -> str:
         if self.config.policy == "aigc":

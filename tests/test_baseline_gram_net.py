@@ -233,9 +233,20 @@ def test_the_two_heads_refuse_each_others_files(official_files):
         create_model("gram_net:aigc", weights=official_files["pickled"], allow_pickle=True)
 
 
+def test_imagenet_resnet18_is_the_training_start_point(tmp_path):
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-5c106cde.pth"
+    torch.save(imagenet.state_dict(), path)
+    model = create_model("gram_net", weights=path)
+    torch.testing.assert_close(model.network.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
+    with pytest.raises(UserError, match="shape mismatches: bn1.bias"):  # the tiny trunk is narrower
+        create_model("gram_net:tiny", weights=path)
+
+
 def test_wrong_layout_is_refused_with_the_expected_layout(tmp_path):
     path = tmp_path / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=1).state_dict(), path)
     with pytest.raises(UserError, match=r"not a Gram-Net checkpoint.*docs/baselines.md#gram-net") as err:
         create_model("gram_net:tiny", weights=path)
     assert "\n" not in str(err.value)

@@ -10,4 +10,5 @@ PLUGINS: dict[str, str] = {
     "npr": "baselines.npr:NPR",
     "fredect": "baselines.fredect:FreDect",
     "pscc_net": "baselines.pscc_net:PSCCNet",
+    "mvss_net": "baselines.mvss_net:MVSSNet",
 }

@@ -11,4 +11,5 @@ PLUGINS: dict[str, str] = {
     "fredect": "baselines.fredect:FreDect",
     "pscc_net": "baselines.pscc_net:PSCCNet",
     "mvss_net": "baselines.mvss_net:MVSSNet",
+    "hifi_net": "baselines.hifi_net:HiFiNet",
 }

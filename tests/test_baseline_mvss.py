@@ -196,8 +196,12 @@ def official_random_state(model: MVSSNet, seed: int = 1) -> dict[str, torch.Tens
             state[k] = torch.rand(v.shape, generator=g) + 0.1
         elif k in ("head.pam.alpha", "head.cam.beta"):
             state[k] = torch.tensor([0.7 if "alpha" in k else -0.3])
+        elif v.ndim > 1:  # fan-in scaled, so activations stay O(1) and the comparison is sensitive
+            state[k] = torch.randn(v.shape, generator=g) * (1.0 / v[0].numel() ** 0.5)
+        elif k.endswith(".weight") and ("bn" in k or ".1.weight" in k):
+            state[k] = 1.0 + 0.1 * torch.randn(v.shape, generator=g)
         else:
-            state[k] = torch.randn(v.shape, generator=g) * (0.3 if v.ndim > 1 else 0.1)
+            state[k] = torch.randn(v.shape, generator=g) * 0.1
     return state
 
 
@@ -217,7 +221,8 @@ def test_network_logits_match_the_official_forward(official_file: tuple[Path, di
         edge, seg = model.net(x)
         ref_edge, ref_seg = official_forward(x, state)
     assert edge.shape == (2, 1, 16, 16) and seg.shape == (2, 1, 64, 64)
-    assert float(seg.std()) > 0.1  # a non-degenerate comparison
+    assert 0.05 < float(seg.std()) < 10 and 0.05 < float(edge.std()) < 10  # O(1), non-degenerate outputs
+    assert 0.02 < float(torch.sigmoid(seg).std())  # masks not saturated
     assert (edge - ref_edge).abs().max() <= 1e-4
     assert (seg - ref_seg).abs().max() <= 1e-4
 

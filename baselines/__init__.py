@@ -12,4 +12,5 @@ PLUGINS: dict[str, str] = {
     "pscc_net": "baselines.pscc_net:PSCCNet",
     "mvss_net": "baselines.mvss_net:MVSSNet",
     "hifi_net": "baselines.hifi_net:HiFiNet",
+    "trufor": "baselines.trufor:TruFor",
 }

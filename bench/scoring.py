@@ -133,7 +133,8 @@ def _score_detection(spec: MetricSpec, rows: pa.Table, probs_space: str, protoco
         params.update(BINARY_ON_TERNARY_PARAMS[spec.name])
     metric = factory(spec.name, **params)
     labels = np.asarray(rows.column("label").to_pylist(), dtype=np.int64)
-    probs = np.asarray(rows.column("probs").to_pylist(), dtype=np.float64).reshape(len(labels), -1)
+    probs = (np.asarray(rows.column("probs").to_pylist(), dtype=np.float64).reshape(len(labels), -1) if len(labels)
+             else np.zeros((0, LabelSpace(probs_space).num_classes)))  # every row of the group failed
     if probs_space == LabelSpace.TERNARY.value and protocol.label_space == LabelSpace.BINARY:
         probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
     metric.update(labels, probs, groups=rows.column("group").to_pylist(), sample_ids=rows.column("sample_id").to_pylist())

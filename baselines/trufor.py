@@ -47,9 +47,9 @@ from torch import nn
 
 from baselines.common import IMAGENET_MEAN, IMAGENET_STD
 from baselines.mit import DualMiT, MiTConfig, mit_b2
-from bench.checkpoint import load_raw, load_strict, pick
+from bench.checkpoint import is_our_checkpoint, load_checkpoint, load_raw, load_strict, pick, save_checkpoint
 from bench.errors import UserError
-from bench.model import Capability, Detector, DetectorOutput, InputPolicy
+from bench.model import Capability, Detector, DetectorOutput, InputPolicy, TrainOptions
 from bench.types import LabelSpace
 
 
@@ -156,7 +156,9 @@ class TruFor(Detector):
 
     Options: ``max_side`` (None = the configuration's value; official: full resolution): a limit
     on the longer image side; larger images are downscaled (bicubic, aspect kept) before the
-    network and the map is resized back (a deviation from the official policy, for memory).
+    network and the map is resized back (a deviation from the official policy, for memory);
+    ``train_phase`` (2 or 3): which official training phase ``fit`` runs
+    (:mod:`baselines.trufor_training`; phase 3 starts from phase-2 weights given as ``--weights``).
     """
 
     name = "trufor"
@@ -174,19 +176,42 @@ class TruFor(Detector):
         "--weights. Nothing is downloaded at run time (docs/localizers.md)."
     )
 
-    def build(self, config: TruForConfig, max_side: int | None = None, **unknown: Any) -> None:
+    def build(self, config: TruForConfig, max_side: int | None = None, train_phase: int = 2, **unknown: Any) -> None:
         if unknown:
-            raise UserError(f"Unknown option(s) for trufor: {', '.join(sorted(unknown))}; known: max_side")
+            raise UserError(f"Unknown option(s) for trufor: {', '.join(sorted(unknown))}; known: max_side, train_phase")
+        if train_phase not in (2, 3):
+            raise UserError(f"trufor train_phase must be 2 or 3 (phase 1, Noiseprint++, is not released), got {train_phase!r}")
+        self.train_phase = train_phase
         if max_side is not None and (not isinstance(max_side, int) or max_side < 32):
             raise UserError(f"trufor max_side must be None or an integer >= 32, got {max_side!r}")
         self.max_side = config.max_side if max_side is None else max_side
         self.net = TruForNetwork(config)
 
     def load_weights(self, path: Path) -> None:
+        if is_our_checkpoint(path):
+            state, saved = load_checkpoint(path)
+            if saved.get("model") not in (None, self.name):
+                raise UserError(f"{path} holds a {saved.get('model')!r} checkpoint, not {self.name!r}")
+            load_strict(self.net, state, path)
+            return
         if path.is_dir():
             raise UserError(f"{path} is a directory; trufor expects weights/trufor.pth.tar. {self.weights_help}")
         raw = load_raw(path, allow_pickle=self.allow_pickle)
         load_strict(self.net, pick(raw, "state_dict", path), path)
+
+    def save(self, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+        """Our format (``model.safetensors`` + ``config.json``; the official key names) into ``out_dir``."""
+        config = {"model": self.name, "config": self.config_name, "options": {"max_side": self.max_side}, **(extra or {})}
+        return save_checkpoint(out_dir, self.net.state_dict(), config)
+
+    def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
+        """The official phase-2 or phase-3 recipe (option ``train_phase``); selection on ``val``."""
+        from dataclasses import replace
+
+        from baselines.trufor_training import RECIPES, TruForRecipe, train_trufor
+
+        recipe = replace(RECIPES.get(self.config_name, TruForRecipe()), phase=self.train_phase)
+        return train_trufor(self, train, val, options, recipe)
 
     @property
     def input_policy(self) -> InputPolicy:

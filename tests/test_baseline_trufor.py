@@ -353,3 +353,100 @@ def test_cli_runs(tmp_path: Path, sid_mini_root: Path, protocol: str) -> None:
     assert entry["n"] == 6 and entry["n_errors"] == 0
     values = entry["metrics"]["localization"]["values"]
     assert 0.0 <= values["pixel_auc"]["value"] <= 1.0 and values["n_images"]["value"] == 2
+
+
+# ------------------------------------------------------------------ training recipe (phase 2 / 3)
+def test_dice_entropy_matches_a_hand_computation() -> None:
+    from baselines.trufor_training import dice_entropy
+
+    g = torch.Generator().manual_seed(0)
+    score = torch.randn(2, 2, 3, 4, generator=g)
+    target = torch.tensor([[[0, 1, 1, -1], [0, 0, 1, -1], [1, 0, 0, -1]], [[0, 0, 0, 0], [0, 1, 0, 0], [-1, -1, 0, 0]]])
+    weight = torch.tensor([0.5, 2.5])
+    s, t = score.numpy().astype(np.float64), target.numpy()
+    logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    valid = t >= 0
+    idx = np.where(valid, t, 0)
+    picked = np.take_along_axis(logp, idx[:, None], axis=1)[:, 0]
+    w = weight.numpy()[idx]
+    ce = -(w * picked)[valid].sum() / w[valid].sum()
+    p1 = np.exp(logp[:, 1])
+    dice = [(2 * (p1[b] * (t[b] == 1) * valid[b]).sum()) / ((p1[b] ** 2 * valid[b]).sum() + ((t[b] == 1) * valid[b]).sum() + 1e-5)
+            for b in range(2)]
+    expected = 0.3 * ce + 0.7 * (1 - np.mean(dice))
+    assert float(dice_entropy(score, target, weight)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_confidence_targets_and_detection_rule() -> None:
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    from baselines.trufor_training import confidence_mse, detection_bce, poly_lr, tcp_targets
+
+    gt = np.zeros((1, 30, 34), np.int64)
+    gt[0, 4:26, 10:30] = 1
+    gt[0, 0:3, 0:3] = 1
+    pristine, forged = tcp_targets(torch.from_numpy(gt))
+    g = gt[0] == 1
+    assert np.array_equal(forged[0].numpy() > 0, minimum_filter(g, 15, mode="constant", cval=1))
+    assert np.array_equal(pristine[0].numpy() > 0, ~maximum_filter(g, 11, mode="constant", cval=0))
+    score = torch.randn(1, 2, 30, 34)
+    conf = torch.randn(1, 1, 30, 34)
+    prob = torch.softmax(score, 1)[0].numpy()
+    keep_f, keep_p = forged[0].numpy() > 0, pristine[0].numpy() > 0
+    tcp = np.concatenate([prob[1][keep_f], prob[0][keep_p]])
+    c = 1 / (1 + np.exp(-conf[0, 0].numpy()))
+    expected = np.mean((np.concatenate([c[keep_f], c[keep_p]]) - tcp) ** 2)
+    assert float(confidence_mse(score, torch.from_numpy(gt), conf)) == pytest.approx(expected, rel=1e-5)
+    target = torch.zeros(2, 5, 5, dtype=torch.long)
+    target[0, 0, :3] = 1  # 3 forged pixels: real
+    target[1, 0, :4] = 1  # 4: fake
+    det = torch.tensor([[0.3], [-0.2]])
+    sig = 1 / (1 + np.exp(-det[:, 0].numpy()))
+    expected_det = np.mean([-(0.5 / 0.3) * np.log(1 - sig[0]), -(0.5 / 0.7) * np.log(sig[1])])
+    assert float(detection_bce(det, target)) == pytest.approx(expected_det, rel=1e-5)
+    assert [poly_lr(0.005, i, 100, 0.9) for i in (0, 50, 100)] == pytest.approx([0.005, 0.005 * 0.5**0.9, 0.0])
+
+
+class _Split:
+    """A random-access split of small synthetic samples (real, tampered with a box mask)."""
+
+    def __init__(self, n: int, split: str, seed: int = 0) -> None:
+        from bench.types import Sample
+
+        rng = np.random.default_rng(seed)
+        self.split, self.samples = split, []
+        for i in range(n):
+            img = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
+            mask = None
+            if i % 2:
+                mask = np.zeros((40, 44), bool)
+                mask[5:25, 8:30] = True
+            self.samples.append(Sample(f"{split}/{i}", img, 2 if i % 2 else 0, mask))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        return self.samples[i]
+
+    def iter_samples(self):  # noqa: ANN201
+        return iter(self.samples)
+
+
+@pytest.mark.parametrize("phase", [2, 3])
+def test_each_phase_trains_only_its_modules(tmp_path: Path, phase: int) -> None:
+    from bench.model import TrainOptions
+
+    model = create_model("trufor:tiny", train_phase=phase)
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    report = model.fit(_Split(6, "train"), _Split(2, "validation", 1), TrainOptions(out_dir=tmp_path, max_steps=2))
+    assert report["steps"] == 2 and report["recipe"]["phase"] == phase
+    after = model.net.state_dict()
+    changed = {k.split(".")[0] for k, v in after.items() if not torch.equal(v, before[k])}
+    assert changed == {"backbone", "decode_head"} if phase == 2 else changed == {"decode_head_conf", "detection"}
+    best = create_model("trufor:tiny", weights=tmp_path / "best")
+    assert best.predict([np.zeros((32, 32, 3), np.uint8)])[0].mask.shape == (32, 32)
+    with pytest.raises(UserError, match="test split"):
+        model.fit(_Split(2, "train"), _Split(2, "test"), TrainOptions(out_dir=tmp_path / "x", max_steps=1))
+    with pytest.raises(UserError, match="train_phase"):
+        create_model("trufor:tiny", train_phase=1)

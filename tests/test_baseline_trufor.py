@@ -340,6 +340,24 @@ def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_sid_mini(tmp_path_factory.mktemp("sidmini"), per_class=SMALL_PER_CLASS, size=SMALL_SIZE)
 
 
+def test_trufor_protocol_conventions_are_recorded_in_results(tmp_path: Path, sid_mini_root: Path) -> None:
+    """TruFor's published evaluation as named metric parameters: recorded, and never the default."""
+    from importlib.resources import files
+
+    from bench.cli import main
+
+    base = Path(str(files("protocols") / "sid_mini_localization.yaml"))
+    proto = tmp_path / "trufor_protocol.yaml"
+    proto.write_text(f"include: {base}\nname: sid_mini_localization_trufor\nmetrics:\n"
+                     "  - name: localization\n    params: {polarity: best_of, border_exclusion: [7, 5]}\n")
+    out = tmp_path / "run"
+    assert main(["run", str(proto), "--model", "trufor:tiny", "--data-root", f"sid_mini={sid_mini_root}",
+                 "--out", str(out), "--limit", "6"]) == 0
+    convention = json.loads((out / "results.json").read_text())["entries"][0]["metrics"]["localization"]["convention"]
+    assert "optimistic" in convention["polarity"] and "7 px inside / 5 px outside" in convention["border_exclusion"]
+    assert convention["pred_resize"].startswith("none")
+
+
 @pytest.mark.parametrize("protocol", ["sid_mini_localization", "sid_mini_robustness"])
 def test_cli_runs(tmp_path: Path, sid_mini_root: Path, protocol: str) -> None:
     from bench.cli import main

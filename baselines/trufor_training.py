@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from baselines.pscc_training import shuffled
 from bench.errors import UserError
 from bench.model import TrainOptions
 from bench.perturbations.base import sample_rng
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from baselines.trufor import TruFor
 
 IGNORE = -1
+SHUFFLE_BUFFER = 1000  # samples held when a dataset has no random access (the shared pscc_training.shuffled)
 TRAINED = {2: ("backbone", "decode_head"), 3: ("decode_head_conf", "detection")}
 
 
@@ -151,12 +154,11 @@ def training_item(sample: Sample, recipe: TruForRecipe, rng: np.random.Generator
     return torch.from_numpy(img).permute(2, 0, 1).float().div_(256.0), torch.from_numpy(tgt)
 
 
-def batches(train: Any, recipe: TruForRecipe, seed: int, epoch: int, batch_size: int):  # noqa: ANN201
-    """Seeded shuffled (images, targets) batches of one epoch, and the count of undecodable samples."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(train))
+def batches(train: Any, recipe: TruForRecipe, seed: int, epoch: int,
+            batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Seeded shuffled (images, targets) batches of one epoch (undecodable samples are skipped)."""
     items: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for i in order:
-        sample = train[int(i)]
+    for sample in shuffled(train, seed, epoch, SHUFFLE_BUFFER):
         if sample.image is None:
             continue
         items.append(training_item(sample, recipe, sample_rng(seed, sample.id, f"trufor_train/{epoch}")))
@@ -209,8 +211,6 @@ def train_trufor(model: TruFor, train: Any, val: Any, options: TrainOptions, rec
     """Train ``model`` in place for the recipe's phase; returns a report (best/last paths, history)."""
     if getattr(val, "split", None) == "test":
         raise UserError("Model selection on the test split is not allowed")
-    if not hasattr(train, "__getitem__"):
-        raise UserError("trufor training needs a dataset with random access (__getitem__)")
     out = options.out_dir
     if (out / "last").exists() and not options.resume:
         raise UserError(f"{out} already holds a training run; choose another --out (trufor training does not resume)")

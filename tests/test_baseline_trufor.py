@@ -468,3 +468,16 @@ def test_each_phase_trains_only_its_modules(tmp_path: Path, phase: int) -> None:
         model.fit(_Split(2, "train"), _Split(2, "test"), TrainOptions(out_dir=tmp_path / "x", max_steps=1))
     with pytest.raises(UserError, match="train_phase"):
         create_model("trufor:tiny", train_phase=1)
+
+
+def test_cli_train_phase_2_on_sid_mini(tmp_path: Path, sid_mini_root: Path) -> None:
+    from bench.cli import main
+
+    out = tmp_path / "train"
+    args = ["train", "--model", "trufor:tiny", "--dataset", "sid_mini", "--root", str(sid_mini_root),
+            "--out", str(out), "--max-steps", "2", "--batch-size", "4"]
+    assert main(args) == 0
+    saved = json.loads((out / "best" / "config.json").read_text())
+    assert saved["model"] == "trufor" and saved["training"]["phase"] == 2
+    model = create_model("trufor:tiny", weights=out / "best")
+    assert model.predict([np.zeros((33, 35, 3), np.uint8)])[0].probs.sum() == pytest.approx(1.0)

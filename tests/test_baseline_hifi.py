@@ -393,7 +393,8 @@ def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_sid_mini(tmp_path_factory.mktemp("sidmini"), per_class=SMALL_PER_CLASS, size=SMALL_SIZE)
 
 
-@pytest.mark.parametrize("protocol", ["sid_mini_localization", "sid_mini_robustness"])
+@pytest.mark.parametrize("protocol", ["sid_mini_localization",
+                                      pytest.param("sid_mini_robustness", marks=pytest.mark.slow)])
 def test_cli_runs(tmp_path: Path, sid_mini_root: Path, protocol: str) -> None:
     from bench.cli import main
 

@@ -358,7 +358,8 @@ def test_trufor_protocol_conventions_are_recorded_in_results(tmp_path: Path, sid
     assert convention["pred_resize"].startswith("none")
 
 
-@pytest.mark.parametrize("protocol", ["sid_mini_localization", "sid_mini_robustness"])
+@pytest.mark.parametrize("protocol", ["sid_mini_localization",
+                                      pytest.param("sid_mini_robustness", marks=pytest.mark.slow)])
 def test_cli_runs(tmp_path: Path, sid_mini_root: Path, protocol: str) -> None:
     from bench.cli import main
 

@@ -1,6 +1,8 @@
 """Seconds per image of the localization baselines on CPU (random weights: the cost does not
 depend on the weight values). Prints one line per model: construction time, then the median
-``predict`` time over ``--repeats`` runs of one image of ``--size`` pixels.
+``predict`` wall time and process CPU time over ``--repeats`` runs of one image of ``--size``
+pixels. On a shared machine the CPU time (all threads) is the steadier figure: with T dedicated
+threads the wall time lies between CPU/T and CPU.
 
 Usage::
 
@@ -19,19 +21,20 @@ import torch
 from bench.plugins import create_model
 
 
-def cost(spec: str, size: tuple[int, int], repeats: int) -> tuple[float, float]:
-    """(construction seconds, median seconds per image) of ``spec`` on one random RGB image."""
+def cost(spec: str, size: tuple[int, int], repeats: int) -> tuple[float, float, float]:
+    """(construction seconds, median wall and CPU seconds per image) of ``spec`` on one random RGB image."""
     start = time.perf_counter()
     model = create_model(spec)
     built = time.perf_counter() - start
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     model.predict([image])  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model.predict([image])
-        times.append(time.perf_counter() - start)
-    return built, statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return built, statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -44,8 +47,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.lower().split("x"))
     for spec in args.models:
-        built, per_image = cost(spec, (h, w), args.repeats)
-        print(f"{spec}: built in {built:.1f} s; {per_image:.2f} s/image at {h}x{w} on {args.threads} threads")
+        built, wall, cpu = cost(spec, (h, w), args.repeats)
+        print(f"{spec}: built in {built:.1f} s; {wall:.2f} s/image wall, {cpu:.2f} s CPU at {h}x{w} "
+              f"on {args.threads} threads")
 
 
 if __name__ == "__main__":

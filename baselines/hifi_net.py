@@ -94,7 +94,7 @@ class HiFiConfig:
 
 
 class GaussianSmoothing(nn.Module):
-    """Depthwise k×k Gaussian (σ = ``sigma``, normalised to sum 1), **no padding**; kernel stored as buffer ``weight``."""
+    """Depthwise k×k Gaussian (σ = ``sigma``, sum 1), **no padding**; the kernel is buffer ``weight``."""
 
     def __init__(self, channels: int, kernel_size: int, sigma: float) -> None:
         super().__init__()
@@ -121,7 +121,8 @@ class LaPlacianMs(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         diffs = []
         for s in self.scales:
-            sm = F.interpolate(self.smoothing[f"scale-{s}"](x), scale_factor=1 / s, mode="bilinear", align_corners=False)
+            sm = self.smoothing[f"scale-{s}"](x)
+            sm = F.interpolate(sm, scale_factor=1 / s, mode="bilinear", align_corners=False)
             sm = F.interpolate(sm, size=x.shape[-2:], mode="bilinear", align_corners=False)
             diffs.append(x - sm)
         return self.conv_1x1(torch.cat(diffs, dim=1))
@@ -365,7 +366,8 @@ class HiFiNet(Detector):
             raise UserError(f"Unknown option(s) for hifi_net: {', '.join(sorted(unknown))}; "
                             "known: mask_interpolation, iteration")
         if mask_interpolation not in MASK_INTERPOLATIONS:
-            raise UserError(f"hifi_net mask_interpolation must be one of {MASK_INTERPOLATIONS}, got {mask_interpolation!r}")
+            raise UserError(f"hifi_net mask_interpolation must be one of {MASK_INTERPOLATIONS}, "
+                            f"got {mask_interpolation!r}")
         if iteration is not None and (not isinstance(iteration, int) or iteration < 0):
             raise UserError(f"hifi_net iteration must be a non-negative integer, got {iteration!r}")
         self.mask_interpolation = mask_interpolation
@@ -404,16 +406,18 @@ class HiFiNet(Detector):
 
     def _load_center(self, root: Path, folder: Path) -> torch.Tensor:
         sub = "center" if self.config.head == "api" else "center_loc"
-        candidates = [folder / "radius_center.pth", root / sub / "radius_center.pth", folder.parent / sub / "radius_center.pth"]
+        candidates = [folder / "radius_center.pth", root / sub / "radius_center.pth",
+                      folder.parent / sub / "radius_center.pth"]
         file = next((p for p in candidates if p.is_file()), None)
         if file is None:
             raise UserError(f"{root}: the distance mask rule needs radius_center.pth ({sub}/ of the official "
                             f"repository) beside HRNet/ and NLCDetection/. {self.weights_help}")
         raw = load_raw(file, allow_pickle=self.allow_pickle)
         dim = self.net.head.getmask.W_s.out_channels if self.config.head == "api" else 18
-        if not isinstance(raw, dict) or not isinstance(raw.get("center"), torch.Tensor) or raw["center"].shape != (dim,):
+        center = raw.get("center") if isinstance(raw, dict) else None
+        if not isinstance(center, torch.Tensor) or center.shape != (dim,):
             raise UserError(f"{file}: expected {{'center': tensor ({dim},), 'radius': tensor}} (radius_center.pth)")
-        return raw["center"].float()
+        return center.float()
 
     # ------------------------------------------------------------------ inference
     @property

@@ -95,7 +95,8 @@ class DecoderHead(nn.Module):
         super().__init__()
         for k, c in enumerate(channels, start=1):
             setattr(self, f"linear_c{k}", MLP(c, dim))
-        self.linear_fuse = nn.Sequential(nn.Conv2d(4 * dim, dim, 1), nn.BatchNorm2d(dim, eps=bn_eps), nn.ReLU(inplace=True))
+        self.linear_fuse = nn.Sequential(nn.Conv2d(4 * dim, dim, 1), nn.BatchNorm2d(dim, eps=bn_eps),
+                                         nn.ReLU(inplace=True))
         self.linear_pred = nn.Conv2d(dim, classes, 1)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -113,7 +114,9 @@ def weighted_statistics_pooling(x: torch.Tensor, log_w: torch.Tensor | None = No
     """(B, C, H, W) → (B, 4C): soft-min, soft-max, mean and mean square under weights ``softmax(log_w)``."""
     b, c = x.shape[:2]
     x = x.reshape(b, c, -1)
-    log_w = torch.zeros((b, 1, x.shape[-1]), device=x.device, dtype=x.dtype) if log_w is None else log_w.reshape(b, 1, -1)
+    if log_w is None:
+        log_w = torch.zeros((b, 1, x.shape[-1]), device=x.device, dtype=x.dtype)
+    log_w = log_w.reshape(b, 1, -1)
     log_w = F.log_softmax(log_w, dim=-1)
     w = torch.exp(log_w)
     return torch.cat((-torch.logsumexp(log_w - x, dim=-1), torch.logsumexp(log_w + x, dim=-1),
@@ -121,7 +124,8 @@ def weighted_statistics_pooling(x: torch.Tensor, log_w: torch.Tensor | None = No
 
 
 class TruForNetwork(nn.Module):
-    """``forward(rgb in [0, 1))`` → (loc logits (B, 2, H, W), conf logits (B, 1, H, W), det logit (B, 1), NP++ (B, 3, H, W))."""
+    """``forward(rgb in [0, 1))`` → (loc logits (B, 2, H, W), conf logits (B, 1, H, W), det logit (B, 1),
+    NP++ (B, 3, H, W))."""
 
     def __init__(self, config: TruForConfig) -> None:
         super().__init__()
@@ -180,7 +184,8 @@ class TruFor(Detector):
         if unknown:
             raise UserError(f"Unknown option(s) for trufor: {', '.join(sorted(unknown))}; known: max_side, train_phase")
         if train_phase not in (2, 3):
-            raise UserError(f"trufor train_phase must be 2 or 3 (phase 1, Noiseprint++, is not released), got {train_phase!r}")
+            raise UserError(f"trufor train_phase must be 2 or 3 (phase 1, Noiseprint++, is not released), "
+                            f"got {train_phase!r}")
         self.train_phase = train_phase
         if max_side is not None and (not isinstance(max_side, int) or max_side < 32):
             raise UserError(f"trufor max_side must be None or an integer >= 32, got {max_side!r}")
@@ -201,7 +206,8 @@ class TruFor(Detector):
 
     def save(self, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
         """Our format (``model.safetensors`` + ``config.json``; the official key names) into ``out_dir``."""
-        config = {"model": self.name, "config": self.config_name, "options": {"max_side": self.max_side}, **(extra or {})}
+        config = {"model": self.name, "config": self.config_name, "options": {"max_side": self.max_side},
+                  **(extra or {})}
         return save_checkpoint(out_dir, self.net.state_dict(), config)
 
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
@@ -238,14 +244,16 @@ class TruFor(Detector):
             image = np.asarray(Image.fromarray(image).resize(size, resample=Image.Resampling.BICUBIC))
         if min(image.shape[:2]) < MIN_SIDE:
             raise ValueError(f"trufor needs images of at least {MIN_SIDE} px per side (network input "
-                             f"{image.shape[0]}x{image.shape[1]}): the official MiT stage 1 cannot reduce a smaller map")
+                             f"{image.shape[0]}x{image.shape[1]}): the official MiT stage 1 cannot reduce a "
+                             "smaller map")
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(256.0)
 
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
         """probs (B, 2) = [1 − sigmoid(det), sigmoid(det)]; mask (B, H, W) = softmax(out)[:, 1]."""
         out, _, det, _ = self.net(batch)
         score = torch.sigmoid(det.float())[:, 0]
-        return DetectorOutput(probs=torch.stack([1.0 - score, score], dim=1), mask=torch.softmax(out.float(), dim=1)[:, 1])
+        mask = torch.softmax(out.float(), dim=1)[:, 1]
+        return DetectorOutput(probs=torch.stack([1.0 - score, score], dim=1), mask=mask)
 
     def confidence(self, image: np.ndarray) -> np.ndarray:
         """The official confidence map ``sigmoid(conf)`` (H', W') of one RGB uint8 image, float32 in [0, 1]."""

@@ -72,7 +72,8 @@ class TruForRecipe:
 
     def __post_init__(self) -> None:
         if self.phase not in TRAINED:
-            raise UserError(f"trufor training phase must be 2 or 3 (phase 1, Noiseprint++, is not released), got {self.phase!r}")
+            raise UserError(f"trufor training phase must be 2 or 3 (phase 1, Noiseprint++, is not released), "
+                            f"got {self.phase!r}")
 
 
 #: recipe per configuration name; others train with the official ``TruForRecipe()``. ``tiny``: 32² crops,
@@ -122,7 +123,8 @@ def poly_lr(base: float, it: int, total: int, power: float) -> float:
 
 
 # ---------------------------------------------------------------------- data
-def augment(image: np.ndarray, mask: np.ndarray, recipe: TruForRecipe, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(image: np.ndarray, mask: np.ndarray, recipe: TruForRecipe,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random rescale (p, U[1 − l, 1 + l]) then JPEG (p, quality U{lo..hi}); the mask follows the rescale."""
     if rng.random() < recipe.scale_p:
         f = rng.uniform(1 - recipe.scale_limit, 1 + recipe.scale_limit)

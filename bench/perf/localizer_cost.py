@@ -6,7 +6,9 @@ threads the wall time lies between CPU/T and CPU.
 
 Usage::
 
-    python -m bench.perf.localizer_cost --threads 2 --size 512x512 mvss_net hifi_net trufor
+    python -m bench.perf.localizer_cost --threads 2 --size 512x512 mvss_net hifi_net:loc_ce trufor
+
+(``hifi_net`` itself needs the official centre file for its distance rule; ``loc_ce`` does not.)
 """
 
 from __future__ import annotations

@@ -12,4 +12,7 @@ PLUGINS: dict[str, str] = {
     "pscc_net": "baselines.pscc_net:PSCCNet",
     "gram_net": "baselines.gram_net:GramNet",
     "fusing": "baselines.fusing:Fusing",
+    "mvss_net": "baselines.mvss_net:MVSSNet",
+    "hifi_net": "baselines.hifi_net:HiFiNet",
+    "trufor": "baselines.trufor:TruFor",
 }

@@ -230,10 +230,13 @@ class HRNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The two stride-1 3x3 conv+BN+ReLU before ``layer1`` (HiFi-Net adds a frequency branch here)."""
         x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        ys = [self.layer1(x)]
+        return F.relu(self.bn2(self.conv2(x)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        ys = [self.layer1(self.stem(x))]
         for k in (1, 2, 3):
             transition: nn.ModuleList = getattr(self, f"transition{k}")
             xs = [t(ys[i] if i < len(ys) else ys[-1]) for i, t in enumerate(transition)]

@@ -68,8 +68,10 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, to
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and shape clashes."""
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path | str,
+                limit: int | None = 8) -> None:
+    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and shape clashes
+    (the first ``limit`` of each kind and a count of the rest; ``limit=None`` names every one)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -82,8 +84,9 @@ def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sour
         parts = []
         for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
             if keys:
-                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
-                parts.append(f"{label}: {', '.join(keys[:8])}{more}")
+                shown = keys if limit is None else keys[:limit]
+                more = f" (+{len(keys) - len(shown)} more)" if len(keys) > len(shown) else ""
+                parts.append(f"{label}: {', '.join(shown)}{more}")
         raise UserError(f"{source} does not match {type(module).__name__}: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
 

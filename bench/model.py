@@ -144,6 +144,10 @@ class Detector(abc.ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.DETECT})
     configs: ClassVar[Mapping[str, Any]] = {}
     weights_help: ClassVar[str] = ""
+    mask_interpolation: str = "bilinear"
+    """How :meth:`predict_preprocessed` resizes a mask from the network's output to the image size:
+    ``"bilinear"`` or ``"nearest"`` (``torch.nn.functional.interpolate``, ``align_corners=False``);
+    recorded as ``mask_upsampling`` by :meth:`describe`."""
     wants_labels: bool = False
     """True only in an official teacher-forced evaluation mode (e.g. SIDA's ``eval_mode=official``):
     the runner then passes ``labels=`` to :meth:`predict_preprocessed`. Never set by honest modes."""
@@ -228,6 +232,8 @@ class Detector(abc.ABC):
             "label_space": self.label_space.value,
             "capabilities": sorted(c.value for c in self.capabilities),
             "input_policy": self.input_policy.to_dict(),
+            "mask_upsampling": f"{self.mask_interpolation} (align_corners=False) to the image size"
+            if Capability.LOCALIZE in self.capabilities else None,
             "weights": str(self.weights_path) if self.weights_path else None,
             "weights_sha256": self.weights_sha256,
         }
@@ -266,7 +272,7 @@ class Detector(abc.ABC):
                 for j, i in enumerate(idx):
                     mask = None
                     if out.mask is not None:
-                        mask = resize_mask(out.mask[j], sizes[i])
+                        mask = resize_mask(out.mask[j], sizes[i], self.mask_interpolation)
                     results[i] = Prediction(probs=probs[j], mask=mask)
         return [results[i] for i in range(len(items))]
 
@@ -275,11 +281,13 @@ class Detector(abc.ABC):
         raise UserError(f"Model {self.name!r} has no training recipe")
 
 
-def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resize one (h, w) probability map to ``size`` = (H, W); float32 in [0, 1]."""
+def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resize one (h, w) probability map to ``size`` = (H, W) (``bilinear`` with align_corners=False,
+    or ``nearest``); float32 in [0, 1]."""
     m = mask.detach().float()
     if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m[None, None], size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+        extra = {"align_corners": False} if mode == "bilinear" else {}
+        m = F.interpolate(m[None, None], size=tuple(size), mode=mode, **extra)[0, 0]
     return m.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
 
 

@@ -191,3 +191,108 @@ def test_sida_legacy_by_hand() -> None:
     assert r["n_tampered"] == 2
     with pytest.raises(UserError, match="tampered image 0"):
         create_metric("sida_legacy").update(np.array([2]), probs[:1], [None], [None])
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / max(2 * tp + fp + fn, 1e-32)
+
+
+def test_best_of_matches_max_of_mask_and_inverse_per_image_and_global() -> None:
+    gts, preds = masks(5, 6)
+    preds[1] = 1.0 - preds[1]  # one inverted prediction: best_of must pick its inverse
+    m = create_metric("localization", polarity="best_of")
+    m.update(gts, preds, [TAMPERED] * 5)
+    r = m.compute()
+    f1 = [max(f1_score(g.ravel(), p.ravel() > 0.5), f1_score(g.ravel(), ~(p.ravel() > 0.5))) for g, p in zip(gts, preds)]
+    auc = [max(a, 1 - a) for a in (roc_auc_score(g.ravel(), p.ravel()) for g, p in zip(gts, preds))]
+    assert r["pixel_f1"] == pytest.approx(np.mean(f1))
+    assert r["pixel_auc"] == pytest.approx(np.mean(auc), abs=2e-3)
+    origin = create_metric("localization")
+    origin.update(gts, preds, [TAMPERED] * 5)
+    assert r["pixel_f1"] > origin.compute()["pixel_f1"]
+    assert "optimistic" in m.convention()["polarity"]
+    g = np.concatenate([x.ravel() for x in gts])
+    p = np.concatenate([1.0 - x.ravel() for x in preds])
+    glob = create_metric("localization", polarity="best_of", aggregation="global", bins=4096)
+    glob.update(gts, [1.0 - x for x in preds], [TAMPERED] * 5)
+    rg = glob.compute()
+    assert rg["pixel_f1"] == pytest.approx(max(f1_score(g, p > 0.5), f1_score(g, ~(p > 0.5))))
+    assert rg["pixel_auc"] == pytest.approx(max(roc_auc_score(g, p), 1 - roc_auc_score(g, p)), abs=5e-4)
+
+
+def test_best_of_with_best_threshold_searches_both_directions() -> None:
+    gts, preds = masks(3, 7)
+    bins = 16
+    m = create_metric("localization", polarity="best_of", threshold="best", bins=bins)
+    m.update(gts, [1.0 - p for p in preds], [TAMPERED] * 3)
+    expect = []
+    for g, p in zip(gts, preds):
+        idx = np.minimum(((1.0 - p) * bins).astype(int), bins - 1)
+        cands = [idx >= k for k in range(bins + 1)]
+        expect.append(max(f1_score(g.ravel(), c.ravel(), zero_division=1.0) for c in cands + [~c for c in cands]))
+    assert m.compute()["pixel_f1"] == pytest.approx(np.mean(expect))
+
+
+def _trufor_style_kept(gt: np.ndarray, erode: int, dilate: int) -> np.ndarray:
+    """Brute force: a positive is kept iff its whole erode×erode window is positive, a negative
+    iff its dilate×dilate window holds no positive (image borders mirrored, edge pixel repeated)."""
+    h, w = gt.shape
+    keep = np.zeros_like(gt)
+    pe, pd = np.pad(gt, erode // 2, mode="symmetric"), np.pad(gt, dilate // 2, mode="symmetric")
+    for y in range(h):
+        for x in range(w):
+            keep[y, x] = pe[y:y + erode, x:x + erode].all() or not pd[y:y + dilate, x:x + dilate].any()
+    return keep
+
+
+def test_border_exclusion_reproduces_trufor_f1_at_threshold() -> None:
+    """TruFor's metrics: gt1 = erode 15×15, gt0 = not dilate 11×11, F1 = max(F1, F1 inverted) at p > 0.5."""
+    rng = np.random.default_rng(8)
+    gt = np.zeros((41, 37), bool)
+    gt[6:30, 9:33] = True
+    gt[0:4, 0:5] = True  # a region touching the image border
+    pred = np.clip(0.3 * gt + 0.7 * rng.random(gt.shape), 0, 1)
+    keep = _trufor_style_kept(gt, 15, 11)
+    assert 0 < keep.sum() < keep.size
+    g, p = gt[keep], pred[keep] > 0.5
+    tp, fp, fn, tn = (int(np.sum(a)) for a in (p & g, p & ~g, ~p & g, ~p & ~g))
+    expect = max(_f1(tp, fp, fn), _f1(fn, tn, tp))
+    m = create_metric("localization", polarity="best_of", border_exclusion=[7, 5])
+    m.update([gt], [pred], [TAMPERED])
+    r = m.compute()
+    assert r["pixel_f1"] == pytest.approx(expect)
+    assert r["pixel_auc"] == pytest.approx(max(roc_auc_score(g, pred[keep]), 1 - roc_auc_score(g, pred[keep])), abs=2e-3)
+    sym = create_metric("localization", border_exclusion=3)
+    sym.update([gt], [pred], [TAMPERED])
+    k3 = _trufor_style_kept(gt, 7, 7)
+    assert sym.compute()["pixel_f1"] == pytest.approx(f1_score(gt[k3], pred[k3] > 0.5))
+    assert "3 px inside / 3 px outside" in sym.convention()["border_exclusion"]
+    assert create_metric("localization").convention()["border_exclusion"] == 0
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_pred_resize_matches_torch_interpolate(mode: str) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    small = rng.random((7, 5))
+    gt = np.zeros((23, 18), bool)
+    gt[3:15, 4:11] = True
+    ref = torch.nn.functional.interpolate(torch.from_numpy(small)[None, None], size=gt.shape, mode=mode,
+                                          **({"align_corners": False} if mode == "bilinear" else {}))[0, 0].numpy()
+    m = create_metric("localization", pred_resize=mode)
+    m.update([gt], [small], [TAMPERED])
+    assert m.compute()["pixel_f1"] == pytest.approx(f1_score(gt.ravel(), ref.ravel() > 0.5))
+    from bench.metrics.localization import resize_prob
+    assert np.abs(resize_prob(small, gt.shape, mode) - ref).max() < 1e-12
+    assert mode in m.convention()["pred_resize"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"border_exclusion": -1}, "border_exclusion"), ({"border_exclusion": [1, 2, 3]}, "border_exclusion"),
+     ({"border_exclusion": 1.5}, "border_exclusion"), ({"pred_resize": "bicubic"}, "pred_resize"),
+     ({"polarity": "inverse"}, "polarity")],
+)
+def test_new_convention_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        create_metric("localization", **kwargs)

@@ -9,7 +9,9 @@ File formats (by suffix): ``.csv``, ``.jsonl``, ``.parquet``. Columns:
 - ``dataset``, ``split`` (optional when the protocol has one dataset), ``perturbation``
   (optional, a perturbation key of the protocol, default ``none``);
 - ``mask_path`` (optional): a forgery-probability mask (PNG: 8-bit /255 or 16-bit /65535; or
-  ``.npy`` float in [0, 1]) at the image's resolution, relative to the file's folder.
+  ``.npy`` float in [0, 1]) relative to the file's folder, at the image's resolution; a mask of
+  another size (e.g. a 256×256 network output) is stored as given and scored only by a
+  ``localization`` metric with ``pred_resize: bilinear`` or ``nearest`` (the default refuses it).
 
 Every problem is a :class:`~bench.errors.UserError` naming the row (1-based data row; the CSV
 line is one more): unknown or duplicate ids, missing rows, NaN or out-of-range probabilities.
@@ -179,8 +181,6 @@ def _row(identity: RunIdentity, cond: Condition, ds: str, split: str, sample: An
     mask_path = rec.get("mask_path")
     if isinstance(mask_path, str) and mask_path:
         pred = _load_mask(path.parent / mask_path, i + 1, path)
-        if size is not None and pred.shape != tuple(size):
-            raise UserError(f"{path}: row {i + 1}: mask {mask_path} is {pred.shape}, the image is {tuple(size)} (H, W)")
     h, w = (int(size[0]), int(size[1])) if size is not None else (0, 0)
     text = rec.get("text") if isinstance(rec.get("text"), str) else None
     return prediction_row(identity, dataset=ds, split=split, sample_id=sample.id, perturbation=cond.key,

@@ -12,8 +12,23 @@ Every convention that changes the numbers is a named constructor parameter (and 
 - ``images``: ``"tampered"`` (only images whose label is ``tampered_label``) or
   ``"tampered_and_real"`` (also images labelled ``real_label``, with an empty mask when none is
   given). Other labels (e.g. fully synthetic) are skipped and counted in ``n_skipped``.
-- ``polarity``: ``"origin"`` (score ``p``), ``"reverse"`` (score ``1 - p``) or ``"double"``
-  (per image, the better of the two for each metric, as IMDLBenCo; ``per_image`` only).
+- ``polarity``: ``"origin"`` (score ``p``), ``"reverse"`` (score ``1 - p``), ``"double"``
+  (per image, the better of the two for each metric, as IMDLBenCo; ``per_image`` only) or
+  ``"best_of"`` (HiFi-Net's and TruFor's evaluation: ``max(F1, F1 of the inverted binary mask)``,
+  the IoU of the same choice, and ``max(AUC, 1 - AUC)``; per image, or on the pooled counts with
+  ``global``). ``best_of`` is **optimistic** (the polarity is chosen on the ground truth) and
+  labelled so.
+- ``border_exclusion``: ``0`` (every pixel counts), an int ``K`` or a pair ``[K_in, K_out]``:
+  pixels within ``K_in`` pixels inside / ``K_out`` outside the ground-truth boundary are left out
+  of every metric. Kept pixels are those of ``erode(gt, (2K_in+1)²)`` (positives) and of
+  ``not dilate(gt, (2K_out+1)²)`` (negatives), square structuring elements, image borders
+  reflected (TruFor's ``metrics.py``: ``minimum_filter(gt, 15)`` / ``maximum_filter(gt, 11)`` =
+  ``[7, 5]``).
+- ``pred_resize``: ``"none"`` (a prediction must already be at the ground truth's resolution;
+  the harness's detectors resize theirs bilinearly) or ``"bilinear"`` / ``"nearest"``: a
+  prediction of another size is resized to the ground truth's (H, W) first, with PyTorch's
+  ``interpolate`` rules (half-pixel centres, ``align_corners=False``, no antialiasing; ``nearest``
+  picks source index ``floor(i * in / out)``).
 - ``bins``: the pixel-AUC histogram resolution (uniform bins on [0, 1]). Memory is O(bins) per
   image (kept so the bootstrap can resample images), never O(pixels).
 
@@ -38,7 +53,50 @@ from bench.types import REAL, TAMPERED
 
 AGGREGATIONS = ("per_image", "global")
 IMAGE_SETS = ("tampered", "tampered_and_real")
-POLARITIES = ("origin", "reverse", "double")
+POLARITIES = ("origin", "reverse", "double", "best_of")
+PRED_RESIZE = ("none", "bilinear", "nearest")
+
+
+def border_radii(value: Any) -> tuple[int, int]:
+    """``border_exclusion`` → (K_in, K_out): an int K means (K, K); a pair is kept as given."""
+    pair = value if isinstance(value, (list, tuple)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in pair):
+        raise UserError(
+            f"localization: border_exclusion must be an integer K >= 0 or a pair [K_in, K_out], got {value!r}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def border_keep(gt: np.ndarray, k_in: int, k_out: int) -> np.ndarray:
+    """Boolean (H, W): pixels farther than ``k_in`` (inside) / ``k_out`` (outside) from the boundary."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    inside = minimum_filter(gt, size=2 * k_in + 1) if k_in else gt
+    outside = ~maximum_filter(gt, size=2 * k_out + 1) if k_out else ~gt
+    return inside | outside
+
+
+def _resize_axis(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (i0, i1) and weight of i1 for one axis, as ``torch.nn.functional.interpolate``."""
+    scale = n_in / n_out
+    i = np.arange(n_out, dtype=np.float64)
+    if mode == "nearest":
+        i0 = np.minimum(np.floor(i * scale).astype(np.int64), n_in - 1)
+        return i0, i0, np.zeros(n_out)
+    src = np.maximum((i + 0.5) * scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, src - i0
+
+
+def resize_prob(p: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize a float (h, w) map to ``size`` = (H, W) (``bilinear`` or ``nearest``, see the module docstring)."""
+    if p.shape == tuple(size):
+        return p
+    r0, r1, wr = _resize_axis(p.shape[0], size[0], mode)
+    c0, c1, wc = _resize_axis(p.shape[1], size[1], mode)
+    rows = p[r0] * (1.0 - wr)[:, None] + p[r1] * wr[:, None]
+    return rows[:, c0] * (1.0 - wc)[None, :] + rows[:, c1] * wc[None, :]
 
 
 def pixel_histograms(gt: np.ndarray, prob: np.ndarray, bins: int) -> np.ndarray:
@@ -125,13 +183,15 @@ class Localization(SampleMetric):
         threshold: float | str = 0.5,
         images: str = "tampered",
         polarity: str = "origin",
+        border_exclusion: int | tuple[int, int] | list[int] = 0,
+        pred_resize: str = "none",
         bins: int = 1000,
         tampered_label: int = TAMPERED,
         real_label: int = REAL,
     ) -> None:
         super().__init__()
         for value, allowed, what in ((aggregation, AGGREGATIONS, "aggregation"), (images, IMAGE_SETS, "images"),
-                                     (polarity, POLARITIES, "polarity")):
+                                     (polarity, POLARITIES, "polarity"), (pred_resize, PRED_RESIZE, "pred_resize")):
             if value not in allowed:
                 raise UserError(f"localization: {what} must be one of {allowed}, got {value!r}")
         if threshold != "best" and (isinstance(threshold, str) or not 0.0 <= float(threshold) < 1.0):
@@ -141,6 +201,8 @@ class Localization(SampleMetric):
         if polarity == "double" and aggregation == "global":
             raise UserError("localization: polarity 'double' is defined per image; use aggregation 'per_image'")
         self.aggregation, self.images, self.polarity, self.bins = aggregation, images, polarity, bins
+        self.border = border_radii(border_exclusion)
+        self.pred_resize = pred_resize
         self.threshold: float | str = threshold if threshold == "best" else float(threshold)
         self.tampered_label, self.real_label = int(tampered_label), int(real_label)
         self._n_skipped = 0
@@ -151,8 +213,18 @@ class Localization(SampleMetric):
             thr: Any = f"best (optimistic: F1-maximising bin edge chosen on the ground truth, {where})"
         else:
             thr = self.threshold
+        polarity = self.polarity
+        if polarity == "best_of":
+            polarity = ("best_of (optimistic: the better of the mask and its inverse, chosen on the ground truth: "
+                        "max(F1, F1 of the inverted mask), IoU of that choice, max(AUC, 1 - AUC))")
+        k_in, k_out = self.border
+        border: Any = 0 if self.border == (0, 0) else (
+            f"[{k_in}, {k_out}]: pixels within {k_in} px inside / {k_out} px outside the ground-truth boundary ignored")
+        resize = ("none (prediction must be at the ground truth's resolution)" if self.pred_resize == "none" else
+                  f"{self.pred_resize} (torch interpolate rules, align_corners=False) to the ground truth's size")
         return {"aggregation": self.aggregation, "threshold": thr, "positive_if": "p > threshold",
-                "images": self.images, "polarity": self.polarity, "auc": f"binned, {self.bins} bins",
+                "images": self.images, "polarity": polarity, "border_exclusion": border, "pred_resize": resize,
+                "auc": f"binned, {self.bins} bins",
                 "tampered_label": self.tampered_label, "real_label": self.real_label,
                 "empty_gt_and_pred": "F1 = IoU = 1", "auc_single_class_image": "excluded"}
 
@@ -160,6 +232,12 @@ class Localization(SampleMetric):
         if self.aggregation == "per_image":
             return {"auc": ((), np.float64), "f1": ((), np.float64), "iou": ((), np.float64)}
         return {"counts": ((4,), np.int64), "hist": ((2, self.bins), np.int32)}
+
+    @property
+    def needs_pixels(self) -> bool:
+        """True when a convention (border exclusion, prediction resizing) needs the masks' pixels:
+        such a metric is fed with :meth:`update`, never with :meth:`update_stats`."""
+        return self.border != (0, 0) or self.pred_resize != "none"
 
     def _merge_extra(self, other: SampleMetric) -> None:
         self._n_skipped += getattr(other, "_n_skipped", 0)
@@ -190,6 +268,9 @@ class Localization(SampleMetric):
         v = np.asarray(values, dtype=np.float64)
         if len(stats) != len(labels):
             raise UserError(f"localization: got {len(stats)} mask statistics for {len(labels)} labels")
+        if self.needs_pixels:
+            raise UserError("localization: border_exclusion and pred_resize need the pixel masks, not the per-image "
+                            "statistics (score from a store with store_masks: full)")
         ids = None if sample_ids is None else list(sample_ids)
         counted = {"tampered": (self.tampered_label,), "tampered_and_real": (self.tampered_label, self.real_label)}
         rows: list[dict[str, np.ndarray]] = []
@@ -218,10 +299,16 @@ class Localization(SampleMetric):
                 raise UserError(f"localization: tampered image {i} has no ground-truth mask")
             gt = np.zeros(p.shape, dtype=bool)
         g = np.asarray(gt).astype(bool)
+        if self.pred_resize != "none" and g.ndim == 2 and p.ndim == 2 and min(p.shape) > 0:
+            p = resize_prob(p, g.shape, self.pred_resize)
         if g.shape != p.shape or g.ndim != 2:
-            raise UserError(f"localization: image {i}: mask shape {g.shape} != prediction shape {p.shape} (H, W)")
+            raise UserError(f"localization: image {i}: mask shape {g.shape} != prediction shape {p.shape} (H, W); "
+                            "set the metric parameter pred_resize: bilinear or nearest to resize predictions")
         if not np.all(np.isfinite(p)) or p.size and (p.min() < 0 or p.max() > 1):
             raise UserError(f"localization: image {i}: predicted mask must be finite probabilities in [0, 1]")
+        if self.border != (0, 0):
+            keep = border_keep(g, *self.border)
+            g, p = g[keep], p[keep]
         return self._row_from(lambda q: pixel_histograms(g, q, self.bins), lambda q, t: threshold_counts(g, q, t), p)
 
     def _row_from(self, hist_of: Callable[[np.ndarray], np.ndarray],
@@ -242,13 +329,22 @@ class Localization(SampleMetric):
     def _image_scores(self, hist_of: Callable[[np.ndarray], np.ndarray],
                       counts_of: Callable[[np.ndarray, float], np.ndarray], p: np.ndarray) -> np.ndarray:
         hist = hist_of(p)
+        auc = binned_auc(hist)
         if self.threshold == "best":
             f1, iou = best_f1_iou(hist)
+            if self.polarity == "best_of":  # bins <= k predicted positive: the inverse of each bin >= k + 1 mask
+                f1_i, iou_i = best_f1_iou(hist[:, ::-1])
+                f1, iou = (f1_i, iou_i) if f1_i > f1 else (f1, iou)
         else:
-            tp, fp, fn, _ = counts_of(p, float(self.threshold))
+            tp, fp, fn, tn = counts_of(p, float(self.threshold))
             f1_a, iou_a = f1_iou(tp, fp, fn)
             f1, iou = float(f1_a), float(iou_a)
-        return np.array([binned_auc(hist), f1, iou])
+            if self.polarity == "best_of":  # inverted mask: tp' = fn, fp' = tn, fn' = tp
+                f1_i, iou_i = (float(v) for v in f1_iou(fn, tn, tp))
+                f1, iou = (f1_i, iou_i) if f1_i > f1 else (f1, iou)
+        if self.polarity == "best_of" and np.isfinite(auc):
+            auc = max(auc, 1.0 - auc)
+        return np.array([auc, f1, iou])
 
     def _prepare(self, table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "hist" not in table:
@@ -282,12 +378,8 @@ class Localization(SampleMetric):
 
     def _global(self, hist: np.ndarray, counts: np.ndarray, n: float) -> dict[str, float]:
         nan = float("nan")
+        auc, f1, iou = self._scores(hist, None if self.threshold == "best" else counts)
         if not n:
             f1, iou = nan, nan
-        elif self.threshold == "best":
-            f1, iou = best_f1_iou(hist)
-        else:
-            f1_a, iou_a = f1_iou(*counts[:3])
-            f1, iou = float(f1_a), float(iou_a)
-        return {"pixel_auc": binned_auc(hist), "pixel_f1": f1, "pixel_iou": iou, "n_auc_excluded": 0.0,
+        return {"pixel_auc": auc, "pixel_f1": f1, "pixel_iou": iou, "n_auc_excluded": 0.0,
                 "n_images": n, "n_skipped": float(self._n_skipped)}

@@ -322,6 +322,18 @@ def test_audit_needs_a_clean_condition(tmp_path: Path, sid_mini_root: Path) -> N
         build_report(tmp_path / "missing", tmp_path / "report")
 
 
+def test_an_unscored_run_is_one_clear_error(tmp_path: Path) -> None:
+    from bench.evaluation.runner import run_protocol
+    from bench.leaderboard.validate import validate_submission
+
+    run_protocol(fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL), "runner_test", tmp_path / "run")  # predicts only
+    with pytest.raises(UserError, match="not scored yet.*sida-bench score"):
+        build_report(tmp_path / "run", tmp_path / "report")
+    with pytest.raises(UserError, match="not scored yet.*sida-bench score"):
+        validate_submission(tmp_path / "run")
+    assert not (tmp_path / "report").exists()
+
+
 # ----------------------------------------------------------------------------------- CLI + browser
 def _browser_check(html: Path) -> tuple[list[str], list[list]]:
     """Console errors and [figure id, loaded, natural width] of every figure, from headless Chromium."""

@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.evaluation.bootstrap import paired_bootstrap
 from bench.errors import UserError
-from bench.progress import track
-from bench.evaluation.protocol import CLEAN, PerturbationSpec, Protocol
-from bench.evaluation.results import ResultEntry, ResultsFile, load_results
+from bench.evaluation.bootstrap import paired_bootstrap
 from bench.evaluation.conditions import Condition, build_conditions
 from bench.evaluation.metric_feed import metric_from_rows
+from bench.evaluation.protocol import CLEAN, PerturbationSpec, Protocol
+from bench.evaluation.results import RESULTS_FILE, ResultEntry, ResultsFile, load_results
+from bench.evaluation.run_record import RANKS_DIR
 from bench.evaluation.store import LIGHT_COLUMNS, PREDICTIONS_DIR, PredictionStore
+from bench.progress import track
 from bench.types import LabelSpace
 
 MAIN_KEYS: dict[str, str] = {"ternary_detection": "accuracy", "binary_detection": "auc", "localization": "pixel_f1"}
@@ -74,6 +75,9 @@ class AuditRun:
 def open_run(run_dir: str | Path) -> AuditRun:
     """Read ``run_dir/results.json`` and its prediction store (``run`` output or ``--from``)."""
     run_dir = Path(run_dir)
+    if not (run_dir / RESULTS_FILE).is_file() and (run_dir / RANKS_DIR).is_dir():
+        raise UserError(f"{run_dir}: the run is not scored yet (no {RESULTS_FILE}); score it first: "
+                        f"sida-bench score {run_dir}")
     results = load_results(run_dir)
     try:
         protocol = Protocol.model_validate(results.protocol.resolved)

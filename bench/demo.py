@@ -178,6 +178,7 @@ def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[st
     from bench.audit.report import REPORT_HTML, build_report
     from bench.plugins import create_model
     from bench.evaluation.runner import run_protocol
+    from bench.evaluation.scorer import score_run
 
     m = next((m for m in models if m.key == AUDIT_MODEL), None)
     if m is None:
@@ -187,7 +188,8 @@ def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[st
     if audit_dir.exists():
         shutil.rmtree(audit_dir)
     model = create_model(m.spec, weights=weights[m.key], device=device, **m.options)
-    run_protocol("sid_mini_audit", model, audit_dir / "run", data_roots=roots, limit=AUDIT_LIMIT, tables=False)
+    run_protocol("sid_mini_audit", model, audit_dir / "run", data_roots=roots, limit=AUDIT_LIMIT)
+    score_run(audit_dir / "run").write(audit_dir / "run")
     build_report(audit_dir / "run", audit_dir, command=f"sida-bench audit --model {m.spec} --weights "
                  f"{weights[m.key]} --protocol sid_mini_audit --limit {AUDIT_LIMIT} (demo)")
     seconds = time.time() - t0

@@ -18,11 +18,12 @@ from PIL import Image
 import tests.runner_fixtures as fx
 from bench.audit.analysis import breaking_point, earliest_flips, open_run
 from bench.audit.report import build_report
+from bench.cli.compose import run_and_score
 from bench.errors import UserError
 from bench.perturbations.base import sample_rng
 from bench.evaluation.protocol import CLEAN, load_protocol
 from bench.evaluation.results import load_results
-from bench.evaluation.runner import build_conditions, run_protocol
+from bench.evaluation.conditions import build_conditions
 from bench.evaluation.store import PredictionStore
 from tests.test_perturbations import photo, quality_from_tables
 
@@ -145,7 +146,7 @@ def test_neutralise_is_applied_and_recorded(tmp_path: Path) -> None:
     plain = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL, "plain.yaml")
     jpeg = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL + "neutralise: {format: jpeg, quality: 40}\n", "jpeg.yaml")
     png = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL + "neutralise: {format: png}\n", "png.yaml")
-    runs = {n: run_protocol(p, "runner_test", tmp_path / n, tables=False) for n, p in
+    runs = {n: run_and_score(p, "runner_test", tmp_path / n, tables=False) for n, p in
             (("plain", plain), ("jpeg", jpeg), ("png", png))}
     rows = {n: {(r["sample_id"], r["perturbation"]): r for r in PredictionStore(tmp_path / n / "predictions").read(
         ["key", "sample_id", "perturbation", "probs"]).to_pylist()} for n in runs}
@@ -199,7 +200,7 @@ def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def audited(tmp_path_factory: pytest.TempPathFactory, sid_mini_root: Path) -> tuple[Path, Path, dict]:
     tmp = tmp_path_factory.mktemp("audit")
     proto = fx.write_protocol(tmp, AUDIT_PROTOCOL, "audit.yaml")
-    run_protocol(proto, "runner_test", tmp / "run", data_roots={"sid_mini": sid_mini_root}, tables=False)
+    run_and_score(proto, "runner_test", tmp / "run", data_roots={"sid_mini": sid_mini_root}, tables=False)
     report = build_report(tmp / "run", tmp / "report", n_examples=4)
     return tmp / "run", tmp / "report", report
 
@@ -314,11 +315,23 @@ def test_report_files_and_header(audited: tuple[Path, Path, dict]) -> None:
 def test_audit_needs_a_clean_condition(tmp_path: Path, sid_mini_root: Path) -> None:
     text = AUDIT_PROTOCOL.replace("  - {name: none, label: Clean}\n", "")
     proto = fx.write_protocol(tmp_path, text, "noclean.yaml")
-    run_protocol(proto, "runner_test", tmp_path / "run", data_roots={"sid_mini": sid_mini_root}, limit=3, tables=False)
+    run_and_score(proto, "runner_test", tmp_path / "run", data_roots={"sid_mini": sid_mini_root}, limit=3, tables=False)
     with pytest.raises(UserError, match="no clean condition"):
         build_report(tmp_path / "run", tmp_path / "report")
     with pytest.raises(UserError, match="No results file"):
         build_report(tmp_path / "missing", tmp_path / "report")
+
+
+def test_an_unscored_run_is_one_clear_error(tmp_path: Path) -> None:
+    from bench.evaluation.runner import run_protocol
+    from bench.leaderboard.validate import validate_submission
+
+    run_protocol(fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL), "runner_test", tmp_path / "run")  # predicts only
+    with pytest.raises(UserError, match="not scored yet.*sida-bench score"):
+        build_report(tmp_path / "run", tmp_path / "report")
+    with pytest.raises(UserError, match="not scored yet.*sida-bench score"):
+        validate_submission(tmp_path / "run")
+    assert not (tmp_path / "report").exists()
 
 
 # ----------------------------------------------------------------------------------- CLI + browser
@@ -396,7 +409,7 @@ def test_binary_protocol_audit_uses_auc_and_the_p_fake_verdict(tmp_path: Path, s
         "{name: sid_mini, split: test}", "{name: dmimage_mini, split: test}").replace(
         "  - name: ternary_detection\n  - name: localization\n", "  - name: binary_detection\n")
     proto = fx.write_protocol(tmp_path, text, "binary.yaml")
-    run_protocol(proto, "runner_test", tmp_path / "run", data_roots={"dmimage_mini": sid_mini_root}, tables=False)
+    run_and_score(proto, "runner_test", tmp_path / "run", data_roots={"dmimage_mini": sid_mini_root}, tables=False)
     report = build_report(tmp_path / "run", tmp_path / "report", n_examples=2)
     (section,) = report["sections"]
     assert section["metrics"] == ["binary_detection.auc"]
@@ -413,7 +426,7 @@ def test_binary_protocol_audit_uses_auc_and_the_p_fake_verdict(tmp_path: Path, s
 
 def test_a_protocol_without_sweeps_still_gets_a_report(tmp_path: Path) -> None:
     proto = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL)
-    run_protocol(proto, "runner_test", tmp_path / "run", tables=False)
+    run_and_score(proto, "runner_test", tmp_path / "run", tables=False)
     report = build_report(tmp_path / "run", tmp_path / "report")
     (section,) = report["sections"]
     assert section["sweeps"] == [] and section["examples"] == []
@@ -429,8 +442,8 @@ def test_a_protocol_without_sweeps_still_gets_a_report(tmp_path: Path) -> None:
 def test_compare_shows_each_condition_with_and_without_neutralise(tmp_path: Path) -> None:
     plain = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL, "plain.yaml")
     jpeg = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL + "neutralise: {format: jpeg, quality: 10}\n", "jpeg.yaml")
-    a = run_protocol(jpeg, "runner_test", tmp_path / "jpeg", tables=False)
-    b = run_protocol(plain, "runner_test", tmp_path / "plain", tables=False)
+    a = run_and_score(jpeg, "runner_test", tmp_path / "jpeg", tables=False)
+    b = run_and_score(plain, "runner_test", tmp_path / "plain", tables=False)
     report = build_report(tmp_path / "jpeg", tmp_path / "report", compare=tmp_path / "plain")
     compare = report["sections"][0]["compare"]
     assert compare["neutralise"] == {"format": "jpeg", "quality": 10} and compare["other_neutralise"] is None

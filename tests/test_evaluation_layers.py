@@ -42,3 +42,17 @@ def test_old_top_level_modules_are_gone() -> None:
     for old in ("runner", "scoring", "store", "results", "protocol", "protocol_files", "bootstrap",
                 "predictions_import"):
         assert not (bench_dir / f"{old}.py").exists(), old
+
+
+def test_workflows_sit_above_evaluation_and_below_the_cli() -> None:
+    """bench/leaderboard and bench/audit use bench/evaluation; evaluation never imports them, and
+    neither workflow imports the CLI."""
+    bench_dir = Path(evaluation.__file__).parent.parent
+    for path in (bench_dir / "evaluation").glob("*.py"):
+        assert not any(d.startswith(("bench.leaderboard", "bench.audit")) for d in imported(path)), path.name
+    for workflow in ("leaderboard", "audit"):
+        files = sorted((bench_dir / workflow).glob("*.py"))
+        assert files
+        for path in files:
+            assert not any(d.startswith("bench.cli") for d in imported(path)), f"{workflow}/{path.name}"
+        assert any(d.startswith("bench.evaluation") for p in files for d in imported(p)), workflow

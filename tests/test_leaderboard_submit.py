@@ -19,12 +19,12 @@ from PIL import Image
 
 import tests.leaderboard_fixtures as lf
 from bench.cli import main
+from bench.cli.compose import score_predictions_file as score_file
 from bench.errors import UserError
 from bench.leaderboard.archive import opened
 from bench.leaderboard.submit import score_submission
 from bench.leaderboard.validate import SubmissionInvalid, validate_submission
 from bench.evaluation.results import load_results
-from bench.scoring import score_file
 
 
 @pytest.fixture
@@ -235,12 +235,12 @@ def test_archives_are_unpacked_safely(protos: dict[str, Path], tmp_path: Path) -
 
 
 def test_run_folder_is_a_submission(protos: dict[str, Path], tmp_path: Path) -> None:
-    from bench.evaluation.runner import run_protocol
+    from bench.cli.compose import run_and_score
 
-    run_protocol("lb_fake", "runner_test", tmp_path / "run", tables=False)
+    run_and_score("lb_fake", "runner_test", tmp_path / "run", tables=False)
     assert validate_submission(tmp_path / "run").run
     [out] = score_submission(tmp_path / "run", tmp_path / "out")
     assert load_results(out).model["name"] == "runner_test" and (out / "predictions").is_dir()
     limited = tmp_path / "limited"
-    run_protocol("lb_fake", "runner_test", limited, tables=False, limit=6)
+    run_and_score("lb_fake", "runner_test", limited, tables=False, limit=6)
     assert any("run.limit" in p for p in problems_of(limited))

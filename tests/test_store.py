@@ -138,3 +138,29 @@ def test_shards_are_atomic_reads_sorted_and_the_last_write_wins(tmp_path: Path) 
     assert table.num_rows == 7 and table.column("probs").to_pylist()[3] == [0.1, 0.9]
     batches = list(store.iter_batches(["key", "probs"], rows=2))
     assert sum(b.num_rows for b in batches) == 7 and max(b.num_rows for b in batches) <= 2
+
+
+def test_read_samples_resolves_shared_ground_truth_and_read_groups_leave_out_mask_bytes(tmp_path: Path) -> None:
+    gt = np.zeros((12, 16), dtype=bool)
+    gt[2:6, 3:9] = True
+    store = PredictionStore(tmp_path / "p", flush_every=10)
+    for sid in ("a", "b", "c"):  # same mask content: one stored copy, held by sample a's row
+        for pert in ("none", "noise(sigma=2)"):
+            store.add(_mask_row(sid, pert, gt))
+    store.flush()
+    store.add(_mask_row("b", "none", ~gt))  # a later shard: its row wins
+    store.flush()
+    raw = pa.concat_tables([pq.read_table(s) for s in store.shards()])
+    assert sum(m is not None for m in raw.column("gt_mask").to_pylist()) == 2
+    got = store.read_samples("d", "test", ["c", "b"]).to_pylist()
+    assert [(r["perturbation"], r["sample_id"]) for r in got] == [("noise(sigma=2)", "b"), ("noise(sigma=2)", "c"),
+                                                                    ("none", "b"), ("none", "c")]  # as read()
+    expected = {("b", "none"): ~gt, ("b", "noise(sigma=2)"): gt, ("c", "none"): gt, ("c", "noise(sigma=2)"): gt}
+    for r in got:
+        assert np.array_equal(decode_bool_mask(r["gt_mask"], 12, 16), expected[(r["sample_id"], r["perturbation"])])
+    assert store.read_samples("d", "test", ["zzz"]).num_rows == 0
+    groups = store.read_groups()
+    assert list(groups) == [("d", "test", "noise(sigma=2)"), ("d", "test", "none")]
+    assert groups[("d", "test", "none")].column("sample_id").to_pylist() == ["a", "b", "c"]
+    assert "pred_mask" not in groups[("d", "test", "none")].column_names
+    assert decode_stats(groups[("d", "test", "none")].column("mask_stats")[1].as_py())[1].sum() == (~gt).sum()

@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.evaluation.bootstrap import paired_bootstrap
 from bench.errors import UserError
-from bench.progress import track
+from bench.evaluation.bootstrap import paired_bootstrap
+from bench.evaluation.conditions import Condition, build_conditions
+from bench.evaluation.metric_feed import metric_from_rows
 from bench.evaluation.protocol import CLEAN, PerturbationSpec, Protocol
-from bench.evaluation.results import ResultEntry, ResultsFile, load_results
-from bench.evaluation.runner import PREDICTIONS_DIR, Condition, build_conditions
-from bench.scoring import detection_metric
-from bench.evaluation.store import LIGHT_COLUMNS, PredictionStore, iter_groups
+from bench.evaluation.results import RESULTS_FILE, ResultEntry, ResultsFile, load_results
+from bench.evaluation.run_record import RANKS_DIR
+from bench.evaluation.store import LIGHT_COLUMNS, PREDICTIONS_DIR, PredictionStore
+from bench.progress import track
 from bench.types import LabelSpace
 
 MAIN_KEYS: dict[str, str] = {"ternary_detection": "accuracy", "binary_detection": "auc", "localization": "pixel_f1"}
@@ -74,6 +75,9 @@ class AuditRun:
 def open_run(run_dir: str | Path) -> AuditRun:
     """Read ``run_dir/results.json`` and its prediction store (``run`` output or ``--from``)."""
     run_dir = Path(run_dir)
+    if not (run_dir / RESULTS_FILE).is_file() and (run_dir / RANKS_DIR).is_dir():
+        raise UserError(f"{run_dir}: the run is not scored yet (no {RESULTS_FILE}); score it first: "
+                        f"sida-bench score {run_dir}")
     results = load_results(run_dir)
     try:
         protocol = Protocol.model_validate(results.protocol.resolved)
@@ -155,13 +159,10 @@ def _paired(rows_c: pa.Table, rows_d: pa.Table, protocol: Protocol, metric: str,
     common = ok_c & ok_d
     if not common:
         return {"skipped": "no image has an error-free prediction in both conditions"}
-    spec = next(s for s in protocol.metrics if s.name == metric)
 
     def filled(rows: pa.Table) -> Any:
         keep = pa.array([s in common for s in rows.column("sample_id").to_pylist()])
-        sub = rows.filter(keep)
-        spaces = set(sub.column("probs_space").to_pylist())
-        return detection_metric(spec, sub, spaces.pop() if len(spaces) == 1 else protocol.label_space.value, protocol)
+        return metric_from_rows(protocol, metric, rows.filter(keep))
 
     m_d, m_c = filled(rows_d), filled(rows_c)
     if isinstance(m_d, str) or isinstance(m_c, str):
@@ -180,8 +181,7 @@ def analyse(run: AuditRun, break_fraction: float = DEFAULT_BREAK_FRACTION) -> li
     """One audit section per dataset split of the run (sweeps, conditions, paired, flips)."""
     if not 0.0 < break_fraction < 1.0:
         raise UserError(f"Expected `break_fraction` to be in (0, 1), but got {break_fraction!r}")
-    light = run.store.read(LIGHT_COLUMNS)
-    groups = dict(iter_groups(light))
+    groups = run.store.read_groups(LIGHT_COLUMNS)
     class_names = run.protocol.label_space.class_names
     sections = []
     for ds in run.protocol.datasets:
@@ -235,8 +235,8 @@ def _sweeps(conditions: list[dict[str, Any]], metric_keys: list[str], fraction: 
 def earliest_flips(run: AuditRun, section: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """Up to ``n`` images whose verdict flips at the mildest strength of a sweep (round robin over
     sweeps; earliest first, then alternating true classes, then by sample id); each image at most once."""
-    light = dict(iter_groups(run.store.read(["dataset", "split", "sample_id", "perturbation", "label", "probs",
-                                             "probs_space", "error"])))
+    light = run.store.read_groups(["dataset", "split", "sample_id", "perturbation", "label", "probs",
+                                   "probs_space", "error"])
     ds, split = section["dataset"], section["split"]
     space = run.protocol.label_space
     clean = verdicts(light[(ds, split, CLEAN)], space)
@@ -279,7 +279,7 @@ def compare_runs(run: AuditRun, other: AuditRun, sections: list[dict[str, Any]])
     """Add ``section["compare"]``: each condition of ``run`` minus the same condition of ``other``
     (e.g. the same protocol with and without ``neutralise``, or another model), paired on the
     images that both runs scored without error, for the detection metrics of each section."""
-    mine, theirs = (dict(iter_groups(r.store.read(LIGHT_COLUMNS))) for r in (run, other))
+    mine, theirs = (r.store.read_groups(LIGHT_COLUMNS) for r in (run, other))
     labels = {c.key: c.label for c in run.conditions}
     for s in sections:
         ds, split = s["dataset"], s["split"]

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
 
 from bench import figures
@@ -69,7 +66,8 @@ def example_grid(run: AuditRun, section: dict[str, Any], picked: list[dict[str, 
     if not picked:
         return {"figure": None, "examples": [], "note": "no verdict flips under any sweep"}
     ds, split = section["dataset"], section["split"]
-    rows = _rows_of(run.store.shards(), ds, split, {p["sample_id"] for p in picked})
+    rows = {(r["sample_id"], r["perturbation"]): r
+            for r in run.store.read_samples(ds, split, {p["sample_id"] for p in picked}).to_pylist()}
     by_key = {c.key: c.condition for c in run.conditions}
     names = run.protocol.label_space.class_names
     grid, examples, missing = [], [], 0
@@ -104,20 +102,6 @@ def example_grid(run: AuditRun, section: dict[str, Any], picked: list[dict[str, 
                              missing="image file\nnot found")
     note = f"{missing} image file(s) not found at the path recorded in the run" if missing else None
     return {"figure": out, "examples": examples, "note": note}
-
-
-def _rows_of(shards: list[Path], dataset: str, split: str, ids: set[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(sample id, perturbation) → row, reading only these samples' rows (masks included) shard by
-    shard; as :meth:`PredictionStore.read`, the last written row of a key wins."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    value_set = pa.array(sorted(ids))
-    for shard in shards:
-        table = pq.read_table(shard)
-        keep = pc.and_(pc.and_(pc.equal(table["dataset"], dataset), pc.equal(table["split"], split)),
-                       pc.is_in(table["sample_id"], value_set=value_set))
-        for r in table.filter(keep).to_pylist():
-            out[(r["sample_id"], r["perturbation"])] = r
-    return out
 
 
 def _source_image(row: dict[str, Any] | None) -> np.ndarray | None:

@@ -70,13 +70,13 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, run_dir: Path) -> None:
-    from bench.plugins import create_model
+    from bench.cli.compose import run_and_score
     from bench.evaluation.protocol import load_protocol
-    from bench.evaluation.runner import run_protocol
+    from bench.plugins import create_model
 
     protocol = load_protocol(args.protocol)
     model = create_model(args.model, weights=args.weights, device=args.device, allow_pickle=args.allow_pickle,
                          **parse_model_options(args.option))
-    run_protocol(protocol, model, run_dir, device=args.device, allow_pickle=args.allow_pickle,
-                 data_roots=parse_data_roots(args.data_root), limit=args.limit, batch_size=args.batch_size,
-                 workers=args.workers, resume=args.resume, flush_every=args.flush_every, tables=False)
+    run_and_score(protocol, model, run_dir, tables=False, device=args.device, allow_pickle=args.allow_pickle,
+                  data_roots=parse_data_roots(args.data_root), limit=args.limit, batch_size=args.batch_size,
+                  workers=args.workers, resume=args.resume, flush_every=args.flush_every)

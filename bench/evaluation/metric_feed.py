@@ -144,6 +144,18 @@ class GroupScorer:
         metric.update_stats(labels, probs, usable, self.values, sample_ids=ids)
 
     # -- results ----------------------------------------------------------------------------
+    def state(self, name: str) -> Metric | str:
+        """The fed state of metric ``name``, sorted by sample id (what :meth:`result` computes and
+        bootstraps), or the reason the scorer skips it."""
+        if name in self.skipped:
+            return str(self.skipped[name].skipped)
+        metric = self.metrics[name]
+        if self.tasks[name] == "localization" and not self.any_pred_mask:
+            return "the model produced no predicted masks"
+        if isinstance(metric, SampleMetric):
+            metric.sort_by_sample_id()
+        return metric
+
     def result(self, dataset: str, split: str) -> ResultEntry:
         """The group's entry: each metric sorted by sample id, computed, bootstrapped."""
         out: dict[str, MetricResult] = {}
@@ -151,13 +163,11 @@ class GroupScorer:
             if spec.name in self.skipped:
                 out[spec.name] = self.skipped[spec.name]
                 continue
-            metric, task = self.metrics[spec.name], self.tasks[spec.name]
-            if task == "localization" and not self.any_pred_mask:
-                out[spec.name] = MetricResult(convention=metric.convention(),
-                                              skipped="the model produced no predicted masks")
+            state = self.state(spec.name)
+            if isinstance(state, str):
+                out[spec.name] = MetricResult(convention=self.metrics[spec.name].convention(), skipped=state)
                 continue
-            if isinstance(metric, SampleMetric):
-                metric.sort_by_sample_id()
+            metric, task = state, self.tasks[spec.name]
             result = metric_result(metric, self.protocol)
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
@@ -169,6 +179,27 @@ class GroupScorer:
         return ResultEntry(dataset=dataset, split=split, perturbation=self.pert, n=self.n, n_errors=self.n_errors,
                            errors=self.errors, adapter=_adapter_name(LabelSpace(self.probs_space),
                                                                       self.protocol.label_space), metrics=out)
+
+
+def metric_from_rows(protocol: Protocol, name: str, rows: pa.Table,
+                     params: dict[str, Any] | None = None) -> Metric | str:
+    """The metric ``name`` of ``protocol`` fed with ``rows`` exactly as scoring feeds one group
+    (same label-space adapters, error rows left out, localization from ``mask_stats``), sorted by
+    sample id; or the reason scoring skips it.
+
+    ``rows``: winning store rows of one (dataset, split, perturbation) group, any order, any
+    subset (e.g. the samples two runs share, for a paired bootstrap), with :data:`FEED_COLUMNS`
+    and ``probs_space``. ``params`` are merged over the protocol's parameters of the metric.
+    """
+    spec = next((m for m in protocol.metrics if m.name == name), None)
+    if spec is None:
+        raise UserError(f"metric {name!r} is not in protocol {protocol.name!r}")
+    single = protocol.model_copy(update={"metrics": [spec.model_copy(update={"params": {**spec.params,
+                                                                                         **(params or {})}})]})
+    pert = PerturbationInfo(key="", name="", params={}, label="")
+    scorer = GroupScorer(single, pert, rows.select(["sample_id", "error", "probs_space"]))
+    scorer.update(rows.select(FEED_COLUMNS))
+    return scorer.state(name)
 
 
 def _probs(column: pa.ChunkedArray, n: int) -> np.ndarray:

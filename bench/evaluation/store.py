@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.errors import UserError
@@ -88,6 +89,9 @@ SCHEMA = pa.schema([
     ("text", pa.string()),
 ])
 """Columns of every shard (see the module docstring)."""
+
+LIGHT_COLUMNS = [n for n in SCHEMA.names if n not in ("pred_mask", "gt_mask")]
+"""Every column but the mask bytes (``mask_stats`` included): what scoring-like readers need."""
 
 ROW_GROUP = 64
 """Rows per parquet row group of a shard that holds mask bytes (a reader holds one row group);
@@ -358,8 +362,54 @@ class PredictionStore:
                 if table.num_rows:
                     yield table
 
+    def read_groups(self, columns: Iterable[str] = LIGHT_COLUMNS) -> dict[tuple[str, str, str], pa.Table]:
+        """:meth:`read` split by (dataset, split, perturbation): each group's winning rows sorted by
+        sample id (see :func:`iter_groups`). ``columns`` must include dataset, split, perturbation
+        and sample_id; the default leaves out the mask bytes."""
+        return dict(iter_groups(self.read(columns)))
+
+    def read_samples(self, dataset: str, split: str, sample_ids: Iterable[str],
+                     columns: Iterable[str] | None = None) -> pa.Table:
+        """The winning rows of these samples of ``dataset``/``split`` (every perturbation), with
+        ``columns`` (default: all), ground-truth references resolved, sorted as :meth:`read`.
+        Only shards holding one of the samples are read with their mask bytes."""
+        cols = list(columns) if columns is not None else SCHEMA.names
+        wanted = pa.array(sorted(set(sample_ids)), pa.string())
+        index = self.index()
+        parts = []
+        for shard, keep in zip(index.shards, index.keep):
+            pf = pq.ParquetFile(shard)
+            light = pf.read(columns=["dataset", "split", "sample_id"], use_threads=False)
+            hit = pc.and_(pc.and_(pc.equal(light["dataset"], dataset), pc.equal(light["split"], split)),
+                          pc.is_in(light["sample_id"], value_set=wanted))
+            mask = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool) & keep
+            if not mask.any():
+                continue
+            table = _resolve_gt(pf.read(columns=_with_gt(list(dict.fromkeys([*cols, "dataset", "split",
+                                                                               "perturbation", "sample_id"]))),
+                                        use_threads=False))
+            parts.append(table.filter(pa.array(mask)).select(cols))
+        if not parts:
+            return SCHEMA.empty_table().select(cols)
+        table = pa.concat_tables(parts)
+        sort = [(c, "ascending") for c in ("dataset", "split", "perturbation", "sample_id") if c in cols]
+        return table.sort_by(sort) if sort else table
+
     def stored_keys(self) -> set[str]:
         return set(self.index().table.column("key").to_pylist())
+
+
+def iter_groups(table: pa.Table) -> Iterator[tuple[tuple[str, str, str], pa.Table]]:
+    """(dataset, split, perturbation) → its rows, for a table sorted as :meth:`PredictionStore.read`
+    returns it (so each group's rows are sorted by sample id), in that order."""
+    if table.num_rows == 0:
+        return
+    ds, sp, pt = (table.column(c).to_pylist() for c in ("dataset", "split", "perturbation"))
+    start = 0
+    for i in range(1, table.num_rows + 1):
+        if i == table.num_rows or (ds[i], sp[i], pt[i]) != (ds[start], sp[start], pt[start]):
+            yield (ds[start], sp[start], pt[start]), table.slice(start, i - start)
+            start = i
 
 
 class StoreIndex:

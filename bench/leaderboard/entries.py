@@ -1,10 +1,11 @@
 """Leaderboard entries: a results folder (``results.json`` + its prediction store) and the
 per-sample metric states rebuilt from the store, for intervals and paired tests.
 
-Metrics are rebuilt exactly as :mod:`bench.scoring` builds them (rows with an error are left
-out; label-space adapters as recorded; localization sees rows with a predicted mask and, for
-tampered images, a ground-truth mask), so ``metric.compute()`` equals the numbers of
-``results.json`` (tested).
+Metrics are rebuilt by the scorer's own feed (:func:`bench.evaluation.metric_feed.metric_from_rows`:
+rows with an error are left out; label-space adapters as recorded; localization from each row's
+``mask_stats``, on rows with a predicted mask and, for tampered images, a ground-truth mask), so
+``metric.compute()`` equals the numbers of ``results.json`` (tested). Groups hold the store's
+light columns (no mask bytes); the entry page reads the few masks it draws from ``Entry.store``.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from bench.adapters import TernaryToBinary
 from bench.errors import UserError
-from bench.metrics.base import SampleMetric
+from bench.evaluation.metric_feed import metric_from_rows
 from bench.evaluation.protocol import Protocol
 from bench.evaluation.results import RESULTS_FILE, ResultsFile, load_results
-from bench.scoring import BINARY_ON_TERNARY_PARAMS, MASK_CHUNK
-from bench.evaluation.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
-from bench.types import TAMPERED, LabelSpace
+from bench.evaluation.store import LIGHT_COLUMNS, PREDICTIONS_DIR, PredictionStore
+from bench.metrics.base import SampleMetric
 
 SITE_MARKER = ".sida-leaderboard"
 """The file that marks a built site (its copied results files are never read back as entries)."""
@@ -46,7 +44,10 @@ class Entry:
     results: ResultsFile
     protocol: Protocol
     results_bytes: bytes
+    store: PredictionStore
     groups: dict[tuple[str, str, str], pa.Table] = field(default_factory=dict, repr=False)
+    """(dataset, split, perturbation) → the winning rows' :data:`~bench.evaluation.store.LIGHT_COLUMNS`,
+    sorted by sample id."""
 
     @property
     def model(self) -> dict[str, Any]:
@@ -89,13 +90,13 @@ def load_entries(inputs: list[Path]) -> list[Entry]:
             protocol = Protocol.model_validate(results.protocol.resolved)
         except ValueError as exc:
             raise UserError(f"{folder / RESULTS_FILE}: the resolved protocol is not valid ({exc})") from None
-        store = PredictionStore(folder / str(results.run.get("predictions") or "predictions"))
+        store = PredictionStore(folder / str(results.run.get("predictions") or PREDICTIONS_DIR))
         if not store:
             raise UserError(f"{folder}: no prediction store; the leaderboard needs per-sample predictions "
                             "(re-run `sida-bench run` or `sida-bench submit score`)")
         data = (folder / RESULTS_FILE).read_bytes()
-        entries.append(Entry("", results.model_label, folder, results, protocol, data,
-                             dict(iter_groups(store.read()))))
+        entries.append(Entry("", results.model_label, folder, results, protocol, data, store,
+                             store.read_groups(LIGHT_COLUMNS)))
     entries.sort(key=lambda e: (e.protocol.name, e.label, hashlib.sha256(e.results_bytes).hexdigest()))
     used: set[str] = set()
     for e in entries:
@@ -118,46 +119,9 @@ def sample_set_hash(rows: pa.Table) -> str:
 
 
 def rebuild_metric(name: str, rows: pa.Table, protocol: Protocol) -> SampleMetric | None:
-    """The metric ``name`` of the protocol over ``rows`` (one group), or None where scoring
-    skipped it (no BinaryOnTernary mode, no predicted masks)."""
-    from bench.plugins import METRICS, create_metric
-
-    spec = next((m for m in protocol.metrics if m.name == name), None)
-    if spec is None:
+    """The metric ``name`` of the protocol over ``rows`` (one group's light columns), or None
+    where scoring skipped it (not in the protocol, no BinaryOnTernary mode, no predicted masks)."""
+    if not any(m.name == name for m in protocol.metrics):
         return None
-    ok = pa.array([e is None for e in rows.column("error").to_pylist()])
-    good = rows.filter(ok)
-    spaces = set(good.column("probs_space").to_pylist())
-    probs_space = spaces.pop() if len(spaces) == 1 else protocol.label_space.value
-    params = {**spec.params, **LIGHT_PARAMS.get(name, {})}
-    task = METRICS.get(name).task
-    if task == "detection":
-        if probs_space == LabelSpace.BINARY.value and protocol.label_space == LabelSpace.TERNARY:
-            if name not in BINARY_ON_TERNARY_PARAMS:
-                return None
-            params.update(BINARY_ON_TERNARY_PARAMS[name])
-        metric = create_metric(name, **params)
-        labels = np.asarray(good.column("label").to_pylist(), dtype=np.int64)
-        probs = np.asarray(good.column("probs").to_pylist(), dtype=np.float64).reshape(len(labels), -1)
-        if probs_space == LabelSpace.TERNARY.value and protocol.label_space == LabelSpace.BINARY:
-            probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
-        metric.update(labels, probs, groups=good.column("group").to_pylist(),
-                      sample_ids=good.column("sample_id").to_pylist())
-    elif task == "localization":
-        metric = create_metric(name, **params)
-        has_pred = np.array([m is not None for m in good.column("pred_mask").to_pylist()], dtype=bool)
-        if not has_pred.any():
-            return None
-        labels = np.asarray(good.column("label").to_pylist(), dtype=np.int64)
-        has_gt = np.array([m is not None for m in good.column("gt_mask").to_pylist()], dtype=bool)
-        tampered = getattr(metric, "tampered_label", TAMPERED)
-        sub = good.filter(pa.array(has_pred & (has_gt | (labels != tampered))))
-        for start in range(0, sub.num_rows, MASK_CHUNK):
-            chunk = sub.slice(start, MASK_CHUNK).to_pylist()
-            gts = [decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] is not None
-                   else None for r in chunk]
-            preds = [decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) for r in chunk]
-            metric.update(gts, preds, [r["label"] for r in chunk], sample_ids=[r["sample_id"] for r in chunk])
-    else:
-        return None
+    metric = metric_from_rows(protocol, name, rows, LIGHT_PARAMS.get(name))
     return metric if isinstance(metric, SampleMetric) else None

@@ -151,9 +151,16 @@ def _robustness_series(entry: Entry) -> list[tuple[str, float]]:
 def _mask_grid(entry: Entry, rows: list[dict[str, Any]], folder: Path, figures: Any) -> bool:
     from bench.decode import decode_image
 
-    chosen = [r for r in rows if r["pred_mask"] is not None and r["gt_mask"] is not None][:MASK_ROWS]
-    if not chosen:
+    ids = [r["sample_id"] for r in rows if r["pred_mask_h"] is not None and r["gt_mask_h"] is not None][:MASK_ROWS]
+    if not ids:
         return False
+    masks = entry.store.read_samples(rows[0]["dataset"], rows[0]["split"], ids,
+                                     ["perturbation", "sample_id", "meta", "pred_mask", "pred_mask_h", "pred_mask_w",
+                                      "gt_mask", "gt_mask_h", "gt_mask_w"]).to_pylist()
+    chosen = [r for r in masks if r["perturbation"] == CLEAN and r["pred_mask"] is not None
+              and r["gt_mask"] is not None]
+    if not chosen:
+        return False  # the protocol stored mask statistics only (store_masks: stats)
     grid = []
     for r in chosen:
         gt = decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"])

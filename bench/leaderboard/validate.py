@@ -24,6 +24,7 @@ from bench.leaderboard.safety import LIMITS, Limits, Problem, Refused, confined,
 from bench.leaderboard.schema import MANIFEST, SUBMISSION_SCHEMA_VERSION, ProtocolPredictions, Submission
 from bench.evaluation.protocol import CLEAN, Protocol
 from bench.evaluation.results import RESULTS_FILE
+from bench.evaluation.run_record import RANKS_DIR
 
 MAX_REPORTED = 500
 
@@ -64,6 +65,9 @@ def validate_submission(root: str | Path, data_roots: dict[str, Path] | None = N
         raise UserError(f"Submission folder not found: {folder}")
     if not (folder / MANIFEST).exists() and not (folder / MANIFEST).is_symlink() and (folder / RESULTS_FILE).is_file():
         return _validate_run(folder)
+    if not (folder / MANIFEST).exists() and (folder / RANKS_DIR).is_dir() and not (folder / RANKS_DIR).is_symlink():
+        raise UserError(f"{folder} is a run directory that is not scored yet (no {RESULTS_FILE}); "
+                        f"score it first: sida-bench score {folder}")
     problems = scan_tree(folder, limits)
     manifest, items = _manifest(folder, problems, limits)
     valid = ValidSubmission(folder, manifest)

@@ -328,15 +328,19 @@ class Localization(SampleMetric):
 
     def _image_scores(self, hist_of: Callable[[np.ndarray], np.ndarray],
                       counts_of: Callable[[np.ndarray, float], np.ndarray], p: np.ndarray) -> np.ndarray:
-        hist = hist_of(p)
+        counts = None if self.threshold == "best" else counts_of(p, float(self.threshold))
+        return np.array(self._scores(hist_of(p), counts))
+
+    def _scores(self, hist: np.ndarray, counts: np.ndarray | None) -> tuple[float, float, float]:
+        """(AUC, F1, IoU) from a (2, bins) histogram and, at a fixed threshold, [tp, fp, fn, tn]."""
         auc = binned_auc(hist)
-        if self.threshold == "best":
+        if counts is None:
             f1, iou = best_f1_iou(hist)
             if self.polarity == "best_of":  # bins <= k predicted positive: the inverse of each bin >= k + 1 mask
                 f1_i, iou_i = best_f1_iou(hist[:, ::-1])
                 f1, iou = (f1_i, iou_i) if f1_i > f1 else (f1, iou)
         else:
-            tp, fp, fn, tn = counts_of(p, float(self.threshold))
+            tp, fp, fn, tn = counts
             f1_a, iou_a = f1_iou(tp, fp, fn)
             f1, iou = float(f1_a), float(iou_a)
             if self.polarity == "best_of":  # inverted mask: tp' = fn, fp' = tn, fn' = tp
@@ -344,7 +348,7 @@ class Localization(SampleMetric):
                 f1, iou = (f1_i, iou_i) if f1_i > f1 else (f1, iou)
         if self.polarity == "best_of" and np.isfinite(auc):
             auc = max(auc, 1.0 - auc)
-        return np.array([auc, f1, iou])
+        return auc, f1, iou
 
     def _prepare(self, table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "hist" not in table:

@@ -11,10 +11,11 @@ import torch
 import bench.evaluation.scorer as scorer
 import tests.runner_fixtures as fx
 from bench.cli.compose import run_and_score
-from bench.evaluation.metric_feed import metric_result
+from bench.errors import UserError
+from bench.evaluation.metric_feed import NO_PIXEL_COLUMNS, NO_PIXELS, metric_from_rows, metric_result
 from bench.evaluation.protocol import load_protocol
 from bench.evaluation.scorer import score_run
-from bench.evaluation.store import PredictionStore, decode_bool_mask, decode_prob_mask, encode_prob_mask
+from bench.evaluation.store import LIGHT_COLUMNS, PredictionStore, decode_bool_mask, decode_prob_mask, encode_prob_mask
 from bench.plugins import create_metric
 
 torch.set_num_threads(1)
@@ -31,6 +32,8 @@ CONVENTIONS = [
     {"polarity": "double", "threshold": 0.3},
     {"polarity": "reverse", "images": "tampered_and_real"},
     {"threshold": float(np.float32(128) / np.float32(255))},  # exactly a quantisation level: p > t is strict
+    {"border_exclusion": 1},  # pixel path: masks decoded from the store, row group by row group
+    {"border_exclusion": [2, 1], "aggregation": "global", "polarity": "best_of", "threshold": "best", "bins": 64},
 ]
 
 
@@ -117,3 +120,97 @@ def test_binned_auc_of_stored_masks_is_the_exact_auc() -> None:
         metric = create_metric("localization")
         metric.update([gt], [pred], [2])
         assert metric.compute()["pixel_auc"] == pytest.approx(roc_auc_score(gt.ravel(), pred.ravel()), abs=1e-12)
+
+
+def test_pixel_path_resolves_ground_truths_stored_in_other_row_groups(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row groups of 4 rows: most rows reference a ground truth stored in an earlier row group of
+    their shard; the border-excluded score still equals the metric on the fully decoded masks."""
+    import pyarrow.parquet as pq
+
+    import bench.evaluation.store as store_module
+
+    monkeypatch.setattr(store_module, "ROW_GROUP", 4)
+    out = tmp_path / "run"
+    run_and_score(fx.write_protocol(tmp_path, PROTOCOL), "runner_test", out, flush_every=45, batch_size=4, tables=False)
+    crossing = 0
+    for shard in PredictionStore(out / "predictions").shards():
+        pf = pq.ParquetFile(shard)
+        holder = {}
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=["gt_ref", "gt_mask"]).to_pylist()
+            holder.update({r["gt_ref"]: g for r in t if r["gt_mask"] is not None and r["gt_ref"] not in holder})
+            crossing += sum(r["gt_mask"] is None and r["gt_ref"] is not None and holder[r["gt_ref"]] < g for r in t)
+    assert crossing >= 5
+    params = {"border_exclusion": [2, 1], "polarity": "best_of"}
+    for entry in score_run(out, metric_options={"localization": params}).entries:
+        got = entry.metrics["localization"].model_dump()
+        for k in ("n_no_gt_mask", "n_no_pred_mask"):
+            got["values"].pop(k)
+        assert got == in_memory(out, "localization", params, entry.perturbation.key)
+        assert got["values"]["n_images"]["value"] == 10
+
+
+def test_stats_only_store_records_a_skip_for_metrics_needing_pixels(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_and_score(fx.write_protocol(tmp_path, PROTOCOL + "store_masks: stats\n"), "runner_test", out, tables=False)
+    plain = score_run(out).entries[0].metrics["localization"]
+    assert plain.skipped is None and plain.values["n_images"].value == 10
+    for params in ({"border_exclusion": 3}, {"pred_resize": "nearest"}):
+        for entry in score_run(out, metric_options={"localization": params}).entries:
+            result = entry.metrics["localization"]
+            assert result.skipped == NO_PIXELS.format(name="localization") and not result.values
+            assert "border_exclusion" in result.convention
+            assert entry.metrics["ternary_detection"].skipped is None
+
+
+def test_metric_from_rows_without_mask_columns_gives_the_reason(run_dir: Path) -> None:
+    proto = load_protocol(run_dir.parent / "fake.yaml")
+    rows = PredictionStore(run_dir / "predictions").read_groups(LIGHT_COLUMNS)[("runner_fake", "test", "none")]
+    state = metric_from_rows(proto, "localization", rows, {"border_exclusion": 1})
+    assert state == NO_PIXEL_COLUMNS.format(name="localization")
+    full = PredictionStore(run_dir / "predictions").read_groups(None)[("runner_fake", "test", "none")]
+    metric = metric_from_rows(proto, "localization", full, {"border_exclusion": 1})
+    want = in_memory(run_dir, "localization", {"border_exclusion": 1}, "none")
+    assert metric_result(metric, proto).model_dump() == want
+
+
+def test_imported_masks_of_another_size_are_scored_only_with_pred_resize(tmp_path: Path) -> None:
+    """A 6x5 predicted mask on a larger ground truth: stored as given, no ``mask_stats``; with
+    ``pred_resize`` it is resized to the ground truth and scored; without, one line naming it."""
+    import pandas as pd
+
+    from bench.cli.compose import score_predictions_file
+
+    ids = [f"{('real', 'full_synthetic', 'tampered')[i % 3]}/{i:04d}" for i in range(12)]
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(3), size=12)
+    df = pd.DataFrame({"sample_id": ids, "prob_real": p[:, 0], "prob_full_synthetic": p[:, 1],
+                       "prob_tampered": p[:, 2], "mask_path": None})
+    for i in range(2, 12, 3):
+        np.save(tmp_path / f"m{i}.npy", rng.random((6, 5)))
+        df.loc[i, "mask_path"] = f"m{i}.npy"
+    df.to_csv(tmp_path / "preds.csv", index=False)
+    base = fx.FAKE_PROTOCOL.replace("""  - {name: runner_noise, params: {sigma: 6}, label: "Noise 6"}
+  - {name: runner_half, label: "Half"}
+""", "")
+    resized = base.replace("  - name: localization\n", "  - name: localization\n    params: {pred_resize: bilinear}\n")
+    res = score_predictions_file(tmp_path / "preds.csv", fx.write_protocol(tmp_path, resized, "r.yaml"), tmp_path / "a")
+    rows = PredictionStore(tmp_path / "a" / "predictions").read().to_pylist()
+    tampered = [r for r in rows if r["label"] == 2]
+    assert all(r["mask_stats"] is None and (r["pred_mask_h"], r["pred_mask_w"]) == (6, 5) for r in tampered)
+    assert all(r["gt_mask_h"] > 6 for r in tampered)
+    metric = create_metric("localization", pred_resize="bilinear")
+    metric.update([decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) for r in tampered],
+                  [decode_prob_mask(r["pred_mask"], 6, 5) for r in tampered], [2] * len(tampered),
+                  sample_ids=[r["sample_id"] for r in tampered])
+    got = res.entries[0].metrics["localization"].model_dump()
+    for k in ("n_no_gt_mask", "n_no_pred_mask"):
+        got["values"].pop(k)
+    assert got == metric_result(metric, load_protocol(tmp_path / "r.yaml")).model_dump()
+    assert got["values"]["n_images"]["value"] == 4
+    with pytest.raises(UserError, match=r"sample 'tampered/0002'.*differ in size.*pred_resize"):
+        score_predictions_file(tmp_path / "preds.csv", fx.write_protocol(tmp_path, base, "b.yaml"), tmp_path / "b")
+    legacy = base.replace("  - name: localization\n", "  - name: sida_legacy\n")
+    with pytest.raises(UserError, match=r"sample 'tampered/0002'.*differ in size.*sida_legacy"):
+        score_predictions_file(tmp_path / "preds.csv", fx.write_protocol(tmp_path, legacy, "c.yaml"), tmp_path / "c")

@@ -18,6 +18,18 @@ Rows with an error are counted in ``n_errors`` and left out of every metric (nev
 from the store). Localization metrics read each row's ``mask_stats`` (never the masks): rows
 that have a predicted mask; a tampered row without a ground-truth mask is left out and
 counted in ``n_no_gt_mask``.
+
+Pixel path: a localization metric whose conventions need the pixels
+(:attr:`~bench.metrics.localization.Localization.needs_pixels`: ``border_exclusion`` or
+``pred_resize``) is fed with ``update(gt_masks, pred_masks, labels)`` from the masks decoded
+from the rows of the current batch (the scorer then reads the store one row group at a time,
+:meth:`~bench.evaluation.store.PredictionStore.iter_row_groups`, ground-truth references
+resolved), same rows kept as above. Predicted masks reach the metric as stored (8-bit codes
+decoded ``c / 255``, at their stored size, so ``pred_resize`` resizes them to the ground
+truth's). A usable row without mask bytes (a ``store_masks: stats`` store) makes the metric a
+recorded skip, never a partial score. A predicted mask of another size than its ground truth
+has no ``mask_stats``: only the pixel path with ``pred_resize`` scores it; any other
+localization metric refuses it with one line naming the sample.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from bench.errors import UserError
 from bench.evaluation.bootstrap import bootstrap_ci, describe_bootstrap
 from bench.evaluation.protocol import Protocol
 from bench.evaluation.results import MetricResult, MetricValue, PerturbationInfo, ResultEntry
-from bench.evaluation.store import decode_stats, level_values
+from bench.evaluation.store import decode_bool_mask, decode_prob_mask, decode_stats, level_values
 from bench.metrics.base import Metric, SampleMetric
 from bench.types import TAMPERED, LabelSpace
 
@@ -44,6 +56,11 @@ MAX_ERRORS_LISTED = 20
 FEED_COLUMNS = ["dataset", "split", "perturbation", "sample_id", "label", "probs", "group", "error",
                 "pred_mask_h", "gt_mask_h", "mask_stats"]
 """The store columns scoring reads (never the mask bytes)."""
+PIXEL_COLUMNS = [*FEED_COLUMNS, "pred_mask", "pred_mask_w", "gt_mask", "gt_mask_w"]
+"""The columns read when a metric needs the pixels (:data:`FEED_COLUMNS` and the masks)."""
+NO_PIXELS = ("{name}: border_exclusion / pred_resize need the mask pixels, and this store keeps only per-image "
+             "statistics (store_masks: stats); re-run with store_masks: full")
+NO_PIXEL_COLUMNS = "{name}: border_exclusion / pred_resize need the mask pixels, which this feed does not read"
 
 
 class GroupScorer:
@@ -71,6 +88,7 @@ class GroupScorer:
         self.metrics: dict[str, Metric] = {}
         self.tasks: dict[str, str] = {}
         self.skipped: dict[str, MetricResult] = {}
+        self.pixel_skip: dict[str, str] = {}
         for spec in protocol.metrics:
             task = METRICS.get(spec.name).task
             params = dict(spec.params)
@@ -85,9 +103,15 @@ class GroupScorer:
                 continue
             self.metrics[spec.name] = create_metric(spec.name, **params)
             self.tasks[spec.name] = task
+        self.pixel_metrics = {n for n, m in self.metrics.items() if getattr(m, "needs_pixels", False)}
         self.n_no_gt_mask = self.n_no_pred_mask = self.n_tampered_without_pred = 0
         self.any_pred_mask = False
         self.values = level_values()
+
+    @property
+    def needs_pixels(self) -> bool:
+        """True when a metric must be fed the decoded masks (rows with :data:`PIXEL_COLUMNS`)."""
+        return bool(self.pixel_metrics)
 
     def _binary_on_ternary(self) -> bool:
         return self.probs_space == LabelSpace.BINARY.value and self.protocol.label_space == LabelSpace.TERNARY
@@ -109,6 +133,9 @@ class GroupScorer:
             task = self.tasks[name]
             if task in ("detection", "detection+localization") and probs is None:
                 probs = _probs(good.column("probs"), len(labels))
+            if name in self.pixel_metrics:
+                self._localization_pixels(name, metric, good, labels, has_pred, has_gt, ids)
+                continue
             if task in ("localization", "detection+localization") and stats is None:
                 stats = [None if s is None else decode_stats(s) for s in good.column("mask_stats").to_pylist()]
             if task == "detection":
@@ -123,23 +150,58 @@ class GroupScorer:
             probs = TernaryToBinary.apply(probs) if len(probs) else np.zeros((0, 2))
         metric.update(labels, probs, groups=groups, sample_ids=ids)
 
-    def _localization(self, metric: Any, labels: np.ndarray, has_pred: np.ndarray, has_gt: np.ndarray,
-                      stats: Any, ids: list[str]) -> None:
+    def _usable(self, metric: Any, labels: np.ndarray, has_pred: np.ndarray, has_gt: np.ndarray) -> np.ndarray:
+        """Indices of the rows a localization metric reads (counting those it cannot)."""
         tampered = getattr(metric, "tampered_label", TAMPERED)
         usable = has_pred & (has_gt | (labels != tampered))
         self.n_no_gt_mask += int((has_pred & ~has_gt & (labels == tampered)).sum())
         self.n_no_pred_mask += int((~has_pred).sum())
-        keep = np.flatnonzero(usable)
+        return np.flatnonzero(usable)
+
+    def _localization(self, metric: Any, labels: np.ndarray, has_pred: np.ndarray, has_gt: np.ndarray,
+                      stats: Any, ids: list[str]) -> None:
+        keep = self._usable(metric, labels, has_pred, has_gt)
         for i in keep:
             if stats[i] is None:
-                raise UserError(f"sample {ids[i]!r}: the predicted mask and the ground truth differ in shape")
+                raise UserError(f"sample {ids[i]!r}: the predicted mask and the ground truth differ in size; "
+                                "score it with the localization parameter pred_resize: bilinear or nearest")
         metric.update_stats([stats[i] for i in keep], self.values, labels[keep], sample_ids=[ids[i] for i in keep])
+
+    def _localization_pixels(self, name: str, metric: Any, rows: pa.Table, labels: np.ndarray,
+                             has_pred: np.ndarray, has_gt: np.ndarray, ids: list[str]) -> None:
+        """Feed ``metric.update`` with this batch's decoded masks (see the module docstring)."""
+        if name in self.pixel_skip:
+            return
+        keep = self._usable(metric, labels, has_pred, has_gt)
+        if not keep.size:
+            return
+        if "pred_mask" not in rows.column_names or "gt_mask" not in rows.column_names:
+            self.pixel_skip[name] = NO_PIXEL_COLUMNS.format(name=name)
+            return
+        pred_bytes, gt_bytes = rows.column("pred_mask").to_pylist(), rows.column("gt_mask").to_pylist()
+        ph, pw, gh, gw = (rows.column(c).to_pylist() for c in ("pred_mask_h", "pred_mask_w", "gt_mask_h", "gt_mask_w"))
+        if any(pred_bytes[i] is None or (has_gt[i] and gt_bytes[i] is None) for i in keep):
+            self.pixel_skip[name] = NO_PIXELS.format(name=name)
+            return
+        gts, preds = [], []
+        for i in keep:
+            if has_gt[i] and metric.pred_resize == "none" and (ph[i], pw[i]) != (gh[i], gw[i]):
+                raise UserError(f"sample {ids[i]!r}: the predicted mask ({ph[i]}x{pw[i]}) and the ground truth "
+                                f"({gh[i]}x{gw[i]}) differ in size; set the localization parameter pred_resize: "
+                                "bilinear or nearest")
+            preds.append(decode_prob_mask(pred_bytes[i], ph[i], pw[i]))
+            gts.append(decode_bool_mask(gt_bytes[i], gh[i], gw[i]) if has_gt[i] else None)
+        metric.update(gts, preds, labels[keep], sample_ids=[ids[i] for i in keep])
 
     def _legacy(self, metric: Any, labels: np.ndarray, probs: Any, has_pred: np.ndarray, has_gt: np.ndarray,
                 stats: Any, ids: list[str]) -> None:
         """A tampered image without a predicted mask (honest mode) counts as an empty prediction:
         its ``mask_stats`` already holds every pixel at code 0."""
         self.n_tampered_without_pred += int(((labels == TAMPERED) & has_gt & ~has_pred).sum())
+        for i in np.flatnonzero((labels == TAMPERED) & has_gt & has_pred):
+            if stats[i] is None:
+                raise UserError(f"sample {ids[i]!r}: the predicted mask and the ground truth differ in size "
+                                "(sida_legacy scores masks at the ground truth's resolution only)")
         usable = [s if has_gt[i] else None for i, s in enumerate(stats)]
         metric.update_stats(labels, probs, usable, self.values, sample_ids=ids)
 
@@ -149,6 +211,8 @@ class GroupScorer:
         bootstraps), or the reason the scorer skips it."""
         if name in self.skipped:
             return str(self.skipped[name].skipped)
+        if name in self.pixel_skip:
+            return self.pixel_skip[name]
         metric = self.metrics[name]
         if self.tasks[name] == "localization" and not self.any_pred_mask:
             return "the model produced no predicted masks"
@@ -184,12 +248,16 @@ class GroupScorer:
 def metric_from_rows(protocol: Protocol, name: str, rows: pa.Table,
                      params: dict[str, Any] | None = None) -> Metric | str:
     """The metric ``name`` of ``protocol`` fed with ``rows`` exactly as scoring feeds one group
-    (same label-space adapters, error rows left out, localization from ``mask_stats``), sorted by
-    sample id; or the reason scoring skips it.
+    (same label-space adapters, error rows left out, localization from ``mask_stats``, or from
+    the masks for a metric that needs the pixels), sorted by sample id; or the reason scoring
+    skips it.
 
     ``rows``: winning store rows of one (dataset, split, perturbation) group, any order, any
     subset (e.g. the samples two runs share, for a paired bootstrap), with :data:`FEED_COLUMNS`
-    and ``probs_space``. ``params`` are merged over the protocol's parameters of the metric.
+    and ``probs_space`` (and, for a metric that needs the pixels, the mask columns of
+    :data:`PIXEL_COLUMNS` with ground-truth references resolved, as
+    :meth:`~bench.evaluation.store.PredictionStore.read` gives them; without them that metric
+    is skipped with the reason). ``params`` are merged over the protocol's parameters of the metric.
     """
     spec = next((m for m in protocol.metrics if m.name == name), None)
     if spec is None:
@@ -198,7 +266,7 @@ def metric_from_rows(protocol: Protocol, name: str, rows: pa.Table,
                                                                                          **(params or {})}})]})
     pert = PerturbationInfo(key="", name="", params={}, label="")
     scorer = GroupScorer(single, pert, rows.select(["sample_id", "error", "probs_space"]))
-    scorer.update(rows.select(FEED_COLUMNS))
+    scorer.update(rows.select([c for c in PIXEL_COLUMNS if c in rows.column_names or c in FEED_COLUMNS]))
     return scorer.state(name)
 
 

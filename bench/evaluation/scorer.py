@@ -4,10 +4,15 @@ The store is streamed (:meth:`~bench.evaluation.store.PredictionStore.iter_batch
 pass reads the light columns of every shard (keys, ids, errors) to find the winning row of each
 key; the second feeds batches of rows, shard by shard, into one
 :class:`~bench.evaluation.metric_feed.GroupScorer` per (dataset, split, perturbation). Mask bytes
-are never read: localization metrics use each row's per-image ``mask_stats``, so memory is
+are not read: localization metrics use each row's per-image ``mask_stats``, so memory is
 bounded by one batch plus the metrics' per-sample rows, and the numbers equal one in-memory
 pass over the rows sorted by sample id (whatever order, batch size or sharding wrote them).
-Label-space adapters and error handling: :mod:`bench.evaluation.metric_feed`.
+
+Only when a metric needs the pixels (``border_exclusion``, ``pred_resize``) does the second
+pass read the masks too, one parquet row group at a time
+(:meth:`~bench.evaluation.store.PredictionStore.iter_row_groups`, ground-truth references
+resolved): memory is then one row group's masks, never the whole store.
+Label-space adapters, error handling and the pixel path: :mod:`bench.evaluation.metric_feed`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pyarrow as pa
 
 from bench.errors import UserError
 from bench.evaluation.conditions import build_conditions
-from bench.evaluation.metric_feed import FEED_COLUMNS, GroupScorer
+from bench.evaluation.metric_feed import FEED_COLUMNS, PIXEL_COLUMNS, GroupScorer
 from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
 from bench.evaluation.results import PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.evaluation.run_record import complete_records, environment, git_commit, split_key
@@ -55,7 +60,10 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
              for c in build_conditions(proto)}
     wanted = {(d.name, d.split, k) for d in proto.datasets for k in perts}
     scorers = {key: GroupScorer(proto, perts[key[2]], rows) for key, rows in _groups(index.table) if key in wanted}
-    for batch in store.iter_batches(FEED_COLUMNS, index, rows=FEED_ROWS):
+    pixels = any(s.needs_pixels for s in scorers.values())
+    batches = (store.iter_row_groups(PIXEL_COLUMNS, index) if pixels
+               else store.iter_batches(FEED_COLUMNS, index, rows=FEED_ROWS))
+    for batch in batches:
         for key, rows in _groups(batch):
             if key in scorers:
                 scorers[key].update(rows)

@@ -24,7 +24,11 @@ What a row keeps (store format :data:`STORE_VERSION`; docs/running.md "Predictio
 - ``mask_stats``: the per-image sufficient statistic of every bundled localization metric, a
   (2, 256) int64 table counting pixels by (ground truth 0/1, predicted code); without a ground
   truth every pixel counts as negative, without a prediction every pixel has code 0. Any
-  threshold, aggregation, polarity or AUC binning is recomputed from it without the masks.
+  threshold, aggregation, polarity or AUC binning is recomputed from it without the masks
+  (border exclusion and prediction resizing are not: those metrics read the masks,
+  :meth:`PredictionStore.iter_row_groups`). Null when the predicted mask and the ground truth
+  differ in size (an imported mask kept as given): such a row is scorable only from its pixels,
+  by a metric with ``pred_resize``.
 
 The protocol's ``store_masks`` chooses ``full`` (everything above) or ``stats`` (no
 ``pred_mask`` or ``gt_mask`` bytes: rows of about 1 KB; masks are no longer viewable).
@@ -362,6 +366,36 @@ class PredictionStore:
                 if table.num_rows:
                     yield table
 
+    def iter_row_groups(self, columns: Iterable[str], index: "StoreIndex | None" = None) -> Iterator[pa.Table]:
+        """The winning rows, one parquet row group at a time (at most :data:`ROW_GROUP` rows of a
+        shard with mask bytes), with ``columns`` (in storage order). With ``gt_mask`` among them,
+        ground-truth references are resolved: a mask stored in an earlier row group of the shard
+        is read from that row group alone (its ``gt_ref`` and ``gt_mask`` columns). Never more
+        than one row group's masks (plus the referenced ground truths) in memory."""
+        cols = list(columns)
+        index = index if index is not None else self.index()
+        gt = "gt_mask" in cols
+        read_cols = _with_gt(cols)
+        for shard, keep in zip(index.shards, index.keep):
+            pf = pq.ParquetFile(shard)
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+            first_group: dict[str, int] = {}
+            if gt:
+                refs = pf.read(columns=["gt_ref"], use_threads=False).column("gt_ref").to_pylist()
+                group_of_row = np.repeat(np.arange(len(sizes)), sizes)
+                for row, ref in enumerate(refs):
+                    if ref is not None:
+                        first_group.setdefault(ref, int(group_of_row[row]))
+            start = 0
+            for g, n in enumerate(sizes):
+                rows_keep, start = keep[start:start + n], start + n
+                if not rows_keep.any():
+                    continue
+                table = pf.read_row_group(g, columns=read_cols, use_threads=False)
+                if gt:
+                    table = _resolve_gt_from(pf, _resolve_gt(table), first_group)
+                yield table.filter(pa.array(rows_keep)).select(cols)
+
     def read_groups(self, columns: Iterable[str] = LIGHT_COLUMNS) -> dict[tuple[str, str, str], pa.Table]:
         """:meth:`read` split by (dataset, split, perturbation): each group's winning rows sorted by
         sample id (see :func:`iter_groups`). ``columns`` must include dataset, split, perturbation
@@ -444,6 +478,23 @@ def _check_version(path: Path, pf: pq.ParquetFile) -> None:
 
 def _with_gt(cols: list[str]) -> list[str]:
     return [*cols, "gt_ref"] if "gt_mask" in cols and "gt_ref" not in cols else cols
+
+
+def _resolve_gt_from(pf: pq.ParquetFile, table: pa.Table, first_group: dict[str, int]) -> pa.Table:
+    """Fill ``gt_mask`` of rows whose reference is stored in another row group of shard ``pf``
+    (``first_group``: the row group of each reference's first row, the one holding its bytes)."""
+    refs = table.column("gt_ref").to_pylist()
+    masks = table.column("gt_mask").to_pylist()
+    missing = {r for r, m in zip(refs, masks) if m is None and r is not None and r in first_group}
+    if not missing:
+        return table
+    found: dict[str, bytes] = {}
+    for g in sorted({first_group[r] for r in missing}):
+        other = pf.read_row_group(g, columns=["gt_ref", "gt_mask"], use_threads=False)
+        found.update({r: m for r, m in zip(other.column("gt_ref").to_pylist(), other.column("gt_mask").to_pylist())
+                      if r in missing and m is not None})
+    filled = [found.get(r) if m is None and r is not None else m for r, m in zip(refs, masks)]
+    return table.set_column(table.column_names.index("gt_mask"), "gt_mask", pa.array(filled, pa.binary()))
 
 
 def _resolve_gt(table: pa.Table) -> pa.Table:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
+from bench.jsonl import read_jsonl
 from bench.model import file_sha256
 from bench.perturbations.base import sample_rng
 from bench.protocol import CLEAN, Protocol
+from bench.safe_text import printable
 from bench.runner import PREDICTIONS_DIR, build_conditions, group_of, light_meta
 from bench.store import PredictionStore, RunIdentity, encode_bool_mask, encode_prob_mask, row_key
 from bench.types import LabelSpace
@@ -39,8 +42,9 @@ PROB_TOLERANCE = 1e-3
 def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"Predictions file not found: {path}")
-    readers = {".csv": lambda: pd.read_csv(path, dtype={"sample_id": str}, keep_default_na=True),
-               ".jsonl": lambda: pd.read_json(path, lines=True, dtype={"sample_id": str}),
+    readers = {".csv": lambda: pd.read_csv(path, dtype={"sample_id": str}, keep_default_na=True,
+                                           encoding_errors="surrogateescape"),
+               ".jsonl": lambda: pd.DataFrame(read_jsonl(path, "predictions file")),
                ".parquet": lambda: pd.read_parquet(path)}
     if path.suffix.lower() not in readers:
         raise UserError(f"{path}: unsupported predictions format {path.suffix!r}; use .csv, .jsonl or .parquet")
@@ -50,6 +54,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read predictions ({exc})") from None
     if "sample_id" not in frame.columns:
         raise UserError(f"{path}: no 'sample_id' column (columns: {', '.join(map(str, frame.columns))})")
+    # ids as the datasets write them: raw non-UTF-8 file-name bytes become \xNN (bench.safe_text)
+    frame["sample_id"] = [printable(os.fsdecode(v) if isinstance(v, bytes) else str(v)) for v in frame["sample_id"]]
     return frame
 
 
@@ -80,15 +86,18 @@ def _probabilities(frame: pd.DataFrame, path: Path, space: LabelSpace) -> tuple[
 def _load_mask(path: Path, row: int, file: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{file}: row {row}: mask_path {path} does not exist")
-    if path.suffix.lower() == ".npy":
-        mask = np.load(path, allow_pickle=False).astype(np.float64)
-    else:
-        from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-        scale = 65535.0 if arr.dtype == np.uint16 else 255.0
-        mask = (arr[..., 0] if arr.ndim == 3 else arr).astype(np.float64) / scale
+    try:
+        if path.suffix.lower() == ".npy":
+            mask = np.load(path, allow_pickle=False).astype(np.float64)
+        else:
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+            scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+            mask = (arr[..., 0] if arr.ndim == 3 else arr).astype(np.float64) / scale
+    except (OSError, ValueError, TypeError, UnidentifiedImageError) as exc:
+        raise UserError(f"{file}: row {row}: cannot read mask {path} as a .npy array or an image ({exc})") from None
     if mask.ndim != 2 or not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
         raise UserError(f"{file}: row {row}: mask {path} must be a 2-D map of probabilities in [0, 1]")
     return mask

@@ -34,7 +34,7 @@ from bench.metrics.base import Metric
 from bench.protocol import MetricSpec, Protocol
 from bench.results import MetricResult, MetricValue, PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.store import PredictionStore, decode_bool_mask, decode_prob_mask, iter_groups
-from bench.types import TAMPERED, LabelSpace
+from bench.types import LabelSpace
 
 BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mode": "binary_on_ternary"}}
 """Metrics that implement the BinaryOnTernary rule, and the parameters that switch it on."""
@@ -164,31 +164,20 @@ def _score_localization(metric: Metric, rows: pa.Table, protocol: Protocol) -> M
 def _score_legacy(metric: Metric, rows: pa.Table, probs_space: str, protocol: Protocol) -> MetricResult:
     """SIDA's legacy numbers need ternary probabilities and, for tampered images, both masks.
 
-    A tampered image for which the model made no mask (honest mode, predicted another class)
-    counts as an all-empty prediction; the count is reported as ``n_tampered_without_pred_mask``.
+    Tampered images without a predicted mask (honest mode, predicted another class) or without a
+    ground-truth mask follow the metric's recorded rules (:mod:`bench.metrics.legacy`).
     """
     if probs_space != LabelSpace.TERNARY.value:
         return MetricResult(skipped="SIDA legacy metrics need ternary probabilities")
-    no_pred = 0
     for start in range(0, rows.num_rows, MASK_CHUNK):
         chunk = rows.slice(start, MASK_CHUNK).to_pylist()
-        gts, preds = [], []
-        for r in chunk:
-            gt = decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] is not None else None
-            if r["pred_mask"] is not None:
-                pred = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"])
-            elif r["label"] == TAMPERED and gt is not None:
-                pred, no_pred = np.zeros(gt.shape, dtype=np.float32), no_pred + 1
-            else:
-                pred = None
-            gts.append(gt)
-            preds.append(pred)
+        gts = [decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] is not None else None
+               for r in chunk]
+        preds = [decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"])
+                 if r["pred_mask"] is not None else None for r in chunk]
         probs = np.asarray([r["probs"] for r in chunk], dtype=np.float64).reshape(len(chunk), -1)
         metric.update([r["label"] for r in chunk], probs, gts, preds, sample_ids=[r["sample_id"] for r in chunk])
-    result = _result(metric, protocol)
-    result.convention["missing_pred_mask"] = "empty prediction (no forged pixels)"
-    result.values["n_tampered_without_pred_mask"] = MetricValue(value=float(no_pred))
-    return result
+    return _result(metric, protocol)
 
 
 def _result(metric: Metric, protocol: Protocol | None) -> MetricResult:

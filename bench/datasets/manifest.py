@@ -12,7 +12,7 @@ parent folder name; ``meta["group"]`` is the class name.
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,6 +20,8 @@ import pandas as pd
 
 from bench.datasets.common import Entry, ListedDataset
 from bench.errors import UserError
+from bench.jsonl import read_jsonl
+from bench.safe_text import path_text
 from bench.types import LABEL_NAMES, LabelSpace
 
 NAMES = {"real": 0, "fake": 1, "full_synthetic": 1, "tampered": 2}
@@ -27,18 +29,20 @@ TERNARY_NAMES = {"full_synthetic", "tampered"}
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Load a manifest table by extension (.csv, .jsonl/.json lines, .parquet)."""
+    """Load a manifest table by extension (.csv, .jsonl/.json lines, .parquet).
+
+    CSV and JSONL bytes that are not UTF-8 are kept as surrogate escapes (file names stay usable).
+    """
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.DataFrame(read_jsonl(path, "manifest")).astype(object)
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        if suffix in (".jsonl", ".ndjson"):
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            return pd.DataFrame(rows).astype(object)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="surrogateescape")
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read manifest {path}: {exc}") from exc
+        raise UserError(f"cannot read manifest {path_text(path)}: {exc}") from exc
     raise UserError(f"manifest {path}: unsupported extension {suffix!r} (use .csv, .jsonl or .parquet)")
 
 
@@ -59,6 +63,8 @@ def _cell(row: pd.Series, column: str) -> str | None:
     if column not in row.index:
         return None
     value = row[column]
+    if isinstance(value, bytes):  # a binary parquet column: raw file-name bytes
+        value = os.fsdecode(value)
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == "":
         return None
     return str(value)
@@ -85,11 +91,12 @@ class Manifest(ListedDataset):
         if "split" in table.columns:
             table = table[table["split"].astype(str) == self.split]
         base = self.root.parent
-        labels = [_label(v, f"manifest {self.root} row {i + 2}") for i, v in enumerate(table["label"])]
+        labels = [_label(v, f"manifest {path_text(self.root)} data row {int(i) + 1}")
+                  for i, v in zip(table.index, table["label"])]
         self.label_space = self._resolve_space(table, labels)
         entries: list[Entry] = []
         for (_, row), label in zip(table.iterrows(), labels, strict=True):
-            rel = str(row["path"])
+            rel = _cell(row, "path") or ""
             path = base / rel  # an absolute ``rel`` replaces ``base``
             mask_rel = _cell(row, "mask_path")
             mask = base / mask_rel if mask_rel else None

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.datasets.common import Entry, ListedDataset, list_images, require_dir
+from bench.datasets.common import Entry, ListedDataset, list_images, list_subdirs
 from bench.errors import UserError
 from bench.types import TAMPERED, LabelSpace
 
@@ -48,7 +48,13 @@ class SidSetFolders(ListedDataset):
     label_space = LabelSpace.TERNARY
 
     def _list(self) -> list[Entry]:
-        split_dir = require_dir(self.root / self.split, f"SID-Set split {self.split!r}")
+        split_dir = self.root / self.split
+        if not split_dir.is_dir():
+            found = [d.name for d in list_subdirs(self.root) if any((d / c).is_dir() for c in CLASS_FOLDERS)]
+            raise UserError(f"SID-Set has no split {self.split!r} under {self.root} (expected {split_dir}/"
+                            f"{{{','.join(CLASS_FOLDERS)}}}); "
+                            + (f"splits found: {', '.join(found)}" if found else "no split folder found there")
+                            + " (set the dataset's split in the protocol, or --split for data summary)")
         missing = [c for c in CLASS_FOLDERS if not (split_dir / c).is_dir()]
         if len(missing) == len(CLASS_FOLDERS):
             raise UserError(f"SID-Set split folder {split_dir} has none of the class folders {CLASS_FOLDERS}")
@@ -57,12 +63,12 @@ class SidSetFolders(ListedDataset):
         described = 0
         for label, class_name in enumerate(CLASS_FOLDERS):
             descriptions = load_descriptions(split_dir, class_name)
-            for path in list_images(split_dir / class_name):
+            for path in list_images(split_dir / class_name, self.listing_log):
                 meta: dict[str, Any] = {"source": class_name, "path": str(path)}
                 mask: Path | None = None
                 if label == TAMPERED:
                     candidate = split_dir / "masks" / f"{path.stem}_mask.png"
-                    if candidate.is_file():
+                    if candidate.is_file() or candidate.is_symlink():  # a broken link fails when decoded
                         mask = candidate
                         meta["mask_path"] = str(candidate)
                     else:

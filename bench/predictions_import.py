@@ -42,9 +42,9 @@ PROB_TOLERANCE = 1e-3
 def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"Predictions file not found: {path}")
-    readers = {".csv": lambda: pd.read_csv(path, dtype={"sample_id": str}, keep_default_na=True,
+    readers = {".csv": lambda: pd.read_csv(path, dtype=object, keep_default_na=True,
                                            encoding_errors="surrogateescape"),
-               ".jsonl": lambda: pd.DataFrame(read_jsonl(path, "predictions file")),
+               ".jsonl": lambda: pd.DataFrame(read_jsonl(path, "predictions file"), dtype=object),
                ".parquet": lambda: pd.read_parquet(path)}
     if path.suffix.lower() not in readers:
         raise UserError(f"{path}: unsupported predictions format {path.suffix!r}; use .csv, .jsonl or .parquet")

@@ -31,14 +31,15 @@ TERNARY_NAMES = {"full_synthetic", "tampered"}
 def read_table(path: Path) -> pd.DataFrame:
     """Load a manifest table by extension (.csv, .jsonl/.json lines, .parquet).
 
-    CSV and JSONL bytes that are not UTF-8 are kept as surrogate escapes (file names stay usable).
+    CSV and JSONL bytes that are not UTF-8 are kept as surrogate escapes (file names stay usable);
+    columns stay ``object`` (Python str), as pyarrow-backed strings cannot hold those escapes.
     """
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return pd.DataFrame(read_jsonl(path, "manifest")).astype(object)
+        return pd.DataFrame(read_jsonl(path, "manifest"), dtype=object)
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="surrogateescape")
+            return pd.read_csv(path, dtype=object, keep_default_na=False, encoding_errors="surrogateescape")
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (OSError, ValueError) as exc:
@@ -59,8 +60,8 @@ def _label(value: Any, where: str) -> int:
     return number
 
 
-def _cell(row: pd.Series, column: str) -> str | None:
-    if column not in row.index:
+def _cell(row: dict[str, Any], column: str) -> str | None:
+    if column not in row:
         return None
     value = row[column]
     if isinstance(value, bytes):  # a binary parquet column: raw file-name bytes
@@ -89,13 +90,13 @@ class Manifest(ListedDataset):
             if column not in table.columns:
                 raise UserError(f"manifest {self.root}: missing required column {column!r} (has {list(table.columns)})")
         if "split" in table.columns:
-            table = table[table["split"].astype(str) == self.split]
+            table = table[[str(v) == self.split for v in table["split"]]]
         base = self.root.parent
         labels = [_label(v, f"manifest {path_text(self.root)} data row {int(i) + 1}")
                   for i, v in zip(table.index, table["label"])]
         self.label_space = self._resolve_space(table, labels)
         entries: list[Entry] = []
-        for (_, row), label in zip(table.iterrows(), labels, strict=True):
+        for row, label in zip(table.to_dict("records"), labels, strict=True):
             rel = _cell(row, "path") or ""
             path = base / rel  # an absolute ``rel`` replaces ``base``
             mask_rel = _cell(row, "mask_path")

@@ -1,0 +1,141 @@
+"""Hostile inputs through `run`, the dataset listings and the file readers: no run dies on one sample,
+no file is silently unlisted, and every refusal is one line that says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tests.runner_fixtures as fx
+from bench.datasets.manifest import read_table
+from bench.errors import UserError
+from bench.plugins import create_dataset
+from bench.predictions_import import read_table as read_predictions
+from bench.runner import run_protocol
+from bench.safe_text import printable
+from bench.store import PredictionStore
+from tests.data_fixtures import png_bytes, rgb, write_sid_set_tree
+
+RAW_NAME = b"caf\xe9.png"  # Latin-1 bytes: not valid UTF-8
+
+LOCALIZATION_PROTOCOL = """\
+version: 1
+name: hostile_sid_set
+label_space: ternary
+seed: 0
+datasets:
+  - {name: sid_set, split: test}
+perturbations:
+  - {name: none, label: Clean}
+metrics:
+  - name: localization
+  - name: sida_legacy
+bootstrap: {n: 0}
+tables: []
+"""
+
+
+def hostile_tree(root: Path) -> Path:
+    """The fixture SID-Set tree plus a non-UTF-8 name, a broken symlink and a symlink loop in real/."""
+    write_sid_set_tree(root, "test")
+    real = root / "test" / "real"
+    Path(os.fsdecode(os.fsencode(real) + b"/" + RAW_NAME)).write_bytes(png_bytes(rgb(9)))
+    os.symlink(root / "nowhere.png", real / "broken.png")
+    os.symlink(real / "loop.png", real / "loop.png")
+    (real / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_run_survives_non_utf8_names_broken_links_and_tampered_without_mask(tmp_path: Path) -> None:
+    """The three whole-run failures of the outside check: a tampered image without a mask (sida_legacy
+    aborted scoring), a non-UTF-8 file name (UnicodeEncodeError in the store) and unreadable entries
+    (silently unlisted)."""
+    root = hostile_tree(tmp_path / "sid")
+    proto = fx.write_protocol(tmp_path, LOCALIZATION_PROTOCOL, "hostile.yaml")
+    results = run_protocol(proto, "runner_test", tmp_path / "run", data_roots={"sid_set": root}, tables=False)
+    assert (tmp_path / "run" / "results.json").is_file()
+    entry = results.entries[0]
+    assert entry.n == 17  # 14 fixture files (one is a text file named .png) + 3 image-like names
+    legacy = {k: v.value for k, v in entry.metrics["sida_legacy"].values.items()}
+    assert legacy["n_tampered_without_gt_mask"] == 1  # t_nomask.png
+    assert entry.metrics["localization"].values["n_no_gt_mask"].value == 1
+    assert "broken symbolic link" in entry.errors["real/broken"]
+    assert "symbolic link loop" in entry.errors["real/loop"]
+    listing = entry.dataset_info["listing"]
+    assert listing["unreadable_files"] == 2 and listing["skipped_not_image"] == 1
+    assert [Path(n).name for n in entry.dataset_info["listing_names"]["unreadable_files"]] == ["broken.png", "loop.png"]
+
+    rows = {r["sample_id"]: r for r in PredictionStore(tmp_path / "run" / "predictions").read().to_pylist()}
+    row = rows["real/caf\\xe9"]
+    assert row["error"] is None
+    # the exact bytes of the name survive in the row's meta (JSON keeps the surrogate escapes)
+    assert os.fsencode(json.loads(row["meta"])["path"]).endswith(b"/real/" + RAW_NAME)
+    json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
+
+
+def test_dataset_listing_and_ids(tmp_path: Path) -> None:
+    root = hostile_tree(tmp_path / "sid")
+    ds = create_dataset("sid_set", root=root, split="test")
+    ids = [e.id for e in ds.entries]
+    assert "real/caf\\xe9" in ids and "real/broken" in ids and "real/loop" in ids
+    assert all(i.encode("utf-8") for i in ids) and len(set(ids)) == len(ids)
+    broken = next(s for s in ds.iter_samples() if s.id == "real/broken")
+    assert broken.image is None and "broken symbolic link" in (broken.error or "")
+
+
+def test_printable_escapes_only_undecodable_bytes() -> None:
+    assert printable("plain/é") == "plain/é"
+    assert printable(os.fsdecode(b"a\xff\xe9b")) == "a\\xff\\xe9b"
+    assert printable("x\ud800") == "x\\ud800"
+
+
+def test_absent_split_lists_the_splits_found(tmp_path: Path) -> None:
+    root = tmp_path / "sid"
+    write_sid_set_tree(root, "validation")
+    write_sid_set_tree(root, "train")
+    with pytest.raises(UserError, match=r"no split 'test'.*splits found: train, validation"):
+        _ = create_dataset("sid_set", root=root, split="test").entries
+
+
+def test_jsonl_manifest_with_raw_non_utf8_name(tmp_path: Path) -> None:
+    """One raw Latin-1 name in a JSONL manifest: the manifest loads, the file opens, the id is escaped."""
+    Path(os.fsdecode(os.fsencode(tmp_path) + b"/" + RAW_NAME)).write_bytes(png_bytes(rgb(1)))
+    (tmp_path / "ok.png").write_bytes(png_bytes(rgb(2)))
+    lines = [b'{"path": "ok.png", "label": 0}', b'{"path": "' + RAW_NAME + b'", "label": 1}']
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+    ds = create_dataset("manifest", root=manifest)
+    samples = {s.id: s for s in ds.iter_samples()}
+    assert set(samples) == {"ok", "caf\\xe9"}
+    assert samples["caf\\xe9"].error is None and samples["caf\\xe9"].image.shape == (20, 30, 3)
+
+
+def test_csv_manifest_with_raw_non_utf8_name(tmp_path: Path) -> None:
+    Path(os.fsdecode(os.fsencode(tmp_path) + b"/" + RAW_NAME)).write_bytes(png_bytes(rgb(1)))
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"path,label\n" + RAW_NAME + b",1\n")
+    (sample,) = list(create_dataset("manifest", root=manifest).iter_samples())
+    assert sample.id == "caf\\xe9" and sample.error is None
+
+
+@pytest.mark.parametrize("reader", [read_table, read_predictions])
+def test_broken_jsonl_line_is_named_by_number(tmp_path: Path, reader) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"sample_id": "a", "path": "a.png", "label": 0}\n\n{"sample_id": "b", "path": \n')
+    with pytest.raises(UserError, match=r"line 3 is not valid JSON"):
+        reader(path)
+    path.write_text('{"sample_id": "a"}\n[1, 2]\n')
+    with pytest.raises(UserError, match=r"line 2: expected a JSON object"):
+        reader(path)
+
+
+def test_predictions_ids_with_raw_bytes_match_dataset_ids(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"sample_id": "real/' + RAW_NAME[:-4] + b'", "prob_fake": 0.5}\n')
+    frame = read_predictions(path)
+    assert frame["sample_id"].tolist() == ["real/caf\\xe9"]
+    assert np.isclose(frame["prob_fake"][0], 0.5)

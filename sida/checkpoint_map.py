@@ -42,7 +42,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from bench.checkpoint import load_raw, tensors_only
 from bench.errors import UserError
@@ -111,7 +110,7 @@ def weight_files(folder: Path) -> list[Path]:
 def iter_tensors(files: list[Path], allow_pickle: bool = False) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
     """Yield (file, state) one shard at a time (bounded memory)."""
     for f in files:
-        obj = load_file(str(f), device="cpu") if f.suffix == ".safetensors" else load_raw(f, allow_pickle=allow_pickle)
+        obj = load_raw(f, allow_pickle=allow_pickle)
         yield f, tensors_only(obj, f)
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bench.adapters import LocalizerAsDetector
 from bench.datasets.base import Dataset
-from bench.errors import UserError
+from bench.errors import ImageSizeError, UserError
 from bench.model import Capability, Detector
 from bench.perturbations.base import Perturbation, sample_rng
 from bench.progress import make_progress
@@ -128,7 +128,8 @@ class _VariantStream(IterableDataset):
             item = self.model.preprocess(image)
         except Exception as exc:  # a per-sample failure is recorded, never raised
             size = (int(image.shape[0]), int(image.shape[1]))
-            return Variant(sample.id, cond.key, sample.label, None, size, mask, meta, f"{cond.key}: {_describe(exc)}")
+            return Variant(sample.id, cond.key, sample.label, None, size, mask, meta,
+                           f"{condition_text(cond)}: {_describe(exc)}")
         return Variant(sample.id, cond.key, sample.label, item, (int(image.shape[0]), int(image.shape[1])), mask, meta)
 
 
@@ -139,8 +140,14 @@ def _first_n(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
         yield sample
 
 
+def condition_text(cond: Condition) -> str:
+    """How a per-sample error names its condition: ``clean image`` or ``perturbation <key>``."""
+    return "clean image" if cond.perturbation is None else f"perturbation {cond.key}"
+
+
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """An expected input problem (:class:`ImageSizeError`) reads as its message; others keep their type."""
+    return str(exc) if isinstance(exc, ImageSizeError) else f"{type(exc).__name__}: {exc}"
 
 
 def _collate(batch: list[Variant]) -> list[Variant]:

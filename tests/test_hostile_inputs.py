@@ -139,3 +139,52 @@ def test_predictions_ids_with_raw_bytes_match_dataset_ids(tmp_path: Path) -> Non
     frame = read_predictions(path)
     assert frame["sample_id"].tolist() == ["real/caf\\xe9"]
     assert np.isclose(frame["prob_fake"][0], 0.5)
+
+
+SIZE_PROTOCOL = """\
+version: 1
+name: hostile_sizes
+label_space: binary
+seed: 0
+datasets:
+  - {name: manifest, split: test}
+perturbations:
+  - {name: none, label: Clean}
+  - {name: crop, params: {size: 8}, label: "Crop 8"}
+metrics:
+  - name: binary_detection
+bootstrap: {n: 0}
+tables: []
+"""
+
+
+def test_size_errors_name_the_step_the_minimum_and_the_clean_condition(tmp_path: Path) -> None:
+    """A 1x1 image through NPR: a per-sample error saying which step needs what, under 'clean image'
+    (not the condition key 'none', not a bare ValueError); the other samples are scored."""
+    from PIL import Image
+
+    for name, (h, w) in {"tiny": (1, 1), "ok0": (20, 24), "ok1": (24, 20)}.items():
+        Image.fromarray(rgb(h * w, h, w)).save(tmp_path / f"{name}.png")
+    (tmp_path / "m.csv").write_text("path,label\ntiny.png,1\nok0.png,0\nok1.png,1\n")
+    proto = fx.write_protocol(tmp_path, SIZE_PROTOCOL, "sizes.yaml")
+    results = run_protocol(proto, "npr:tiny", tmp_path / "run", data_roots={"manifest": tmp_path / "m.csv"},
+                           tables=False)
+    clean, crop = results.entries
+    assert clean.n_errors == 1 and clean.errors["tiny"] == (
+        "clean image: NPR input (crop to even height and width, 2x2 down/up-sampling) cannot handle a 1x1 (HxW) "
+        "image: it needs at least 2x2 pixels")
+    assert crop.errors["tiny"] == ("perturbation crop(position=center,size=[8, 8]): crop 8x8 cannot handle a 1x1 (HxW) "
+                                   "image: it needs at least 8x8 pixels")
+    assert clean.metrics["binary_detection"].values["n"].value == 2
+
+
+def test_sida_preprocessing_size_limits() -> None:
+    from bench.errors import ImageSizeError
+    from sida.preprocess import clip_input, preprocess_image
+
+    with pytest.raises(ImageSizeError, match=r"SIDA SAM input \(ResizeLongestSide 1024\) cannot handle a 1x4000 .*"
+                                             r"short side of at least 2 pixels"):
+        preprocess_image(np.zeros((1, 4000, 3), np.uint8), 1024, 336)
+    with pytest.raises(ImageSizeError, match=r"SIDA CLIP input .* cannot handle a 1x3000 .*aspect ratio"):
+        clip_input(np.zeros((1, 3000, 3), np.uint8), 336)
+    assert preprocess_image(np.zeros((4, 4000, 3), np.uint8), 1024, 336).resize_size == (1, 1024)

@@ -35,10 +35,11 @@ UNREADABLE = (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError,
 """What ``torch.load`` raises on data that is no checkpoint (text, random bytes, a truncated archive)."""
 
 
-def load_raw(path: Path, *, allow_pickle: bool = False) -> Any:
+def load_raw(path: Path, *, allow_pickle: bool = False, mmap: bool = False) -> Any:
     """Load a checkpoint object: safetensors → dict of tensors, else ``torch.load`` (weights only).
 
-    Every failure is a one-line :class:`UserError`: missing or empty file, corrupt data, or a pickle
+    ``mmap``: memory-map the tensor data of a torch zip archive (cheap when only the names are
+    needed; ignored for the legacy non-zip format). Every failure is a one-line :class:`UserError`: missing or empty file, corrupt data, or a pickle
     that ``weights_only`` loading refuses (it names the refused class; ``--allow-pickle`` opts in).
     """
     path = Path(path)
@@ -48,8 +49,9 @@ def load_raw(path: Path, *, allow_pickle: bool = False) -> Any:
         raise UserError(f"{path} is empty (0 bytes): not a checkpoint; download or copy it again")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused is None and not _is_pickle(path):
@@ -60,7 +62,7 @@ def load_raw(path: Path, *, allow_pickle: bool = False) -> Any:
                 f"{path} holds {what} that weights_only loading refuses (unpickling can run code). "
                 "If you trust the file, pass --allow-pickle; otherwise use a plain state dict or .safetensors file."
             ) from exc
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except UNREADABLE as exc:
         detail = str(exc).strip().splitlines()[0] if isinstance(exc, (RuntimeError, OSError)) and str(exc).strip() else ""
         raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another format"

@@ -38,7 +38,7 @@ from bench.model import Capability, Detector, InputPolicy, TrainOptions
 from bench.types import TAMPERED, LabelSpace, Prediction
 from sida import prompts
 from sida.batch import SidaBatch
-from sida.checkpoint_map import assign_strict, estimate_memory, load_official, resolve_dtype
+from sida.checkpoint_map import assign_strict, estimate_memory, load_official, plan_official_load, resolve_dtype
 from sida.config import CLIP_MEAN, CLIP_STD, CONFIGS, SidaConfig
 from sida.losses import PRESET_NAMES
 from sida.model import SidaModel
@@ -142,10 +142,11 @@ class SidaDetector(Detector):
             return
         if not path.is_dir():
             raise UserError(f"SIDA weights must be a checkpoint folder, got the file {path}. {self.weights_help}")
+        plan = plan_official_load(path, self.config, dtype=self.dtype_name, vision_tower=self.vision_tower,
+                                  sam_checkpoint=self.sam_checkpoint, allow_pickle=self.allow_pickle)
         tokenizer = load_tokenizer(path, description=self.config.description)
         net = load_official(path, self.config, special_token_ids(tokenizer), dtype=self.dtype_name,
-                            vision_tower=self.vision_tower, sam_checkpoint=self.sam_checkpoint,
-                            allow_pickle=self.allow_pickle)
+                            allow_pickle=self.allow_pickle, plan=plan)
         self._install(net, tokenizer)
 
     def _load_ours(self, path: Path) -> None:

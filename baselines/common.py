@@ -169,7 +169,8 @@ class SingleLogitDetector(Detector):
         return self.network(batch)
 
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
-        return DetectorOutput(probs=logits_to_probs(self.logits(batch)))
+        logits = self.logits(batch)
+        return DetectorOutput(probs=logits_to_probs(logits), logits=logits)
 
     def load_weights(self, path: Path) -> None:
         if is_our_checkpoint(path):

@@ -77,10 +77,12 @@ class DetectorOutput:
         probs: (B, K) class probabilities in the standard label order.
         mask: optional (B, h, w) forgery probabilities in [0, 1] at any resolution; the base
             class resizes each to its image's size bilinearly.
+        logits: optional (B, L) raw outputs the probabilities come from (see ``Prediction.logits``).
     """
 
     probs: torch.Tensor
     mask: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -288,11 +290,12 @@ class Detector(abc.ABC):
                 batch = torch.stack([items[i] for i in idx]).to(self.device)
                 out = self.forward(batch)
                 probs = out.probs.detach().float().cpu().numpy().astype(np.float64)
+                logits = None if out.logits is None else out.logits.detach().double().cpu().numpy()
                 for j, i in enumerate(idx):
                     mask = None
                     if out.mask is not None:
                         mask = resize_mask(out.mask[j], sizes[i])
-                    results[i] = Prediction(probs=probs[j], mask=mask)
+                    results[i] = Prediction(probs=probs[j], mask=mask, logits=None if logits is None else logits[j])
         return [results[i] for i in range(len(items))]
 
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:

@@ -86,12 +86,16 @@ class Prediction:
             image the model was given.
         text: optional explanation.
         error: set when the model failed on this image; then ``probs`` is NaN.
+        logits: optional raw network outputs before the probability mapping, float64 (L,), in the
+            model's own head layout (one logit, sigmoid = P(fake), for the single-logit baselines;
+            the class logits otherwise), for comparison with official code; None when not exposed.
     """
 
     probs: np.ndarray
     mask: np.ndarray | None = None
     text: str | None = None
     error: str | None = None
+    logits: np.ndarray | None = None
 
     @classmethod
     def failed(cls, num_classes: int, error: str) -> "Prediction":

@@ -221,11 +221,12 @@ class SidaDetector(Detector):
             # One LM pass: the [CLS] state sees only the prompt (causal), so the teacher-forced
             # "... tampered [SEG]" answer does not change detection; SAM runs only where needed.
             out = net(batch, mask_for=mask_for)
+            logits = out.cls_logits.double().cpu().numpy()
             probs = torch.softmax(out.cls_logits.double(), dim=-1).cpu().numpy()
             masks = [torch.sigmoid(m[0].float()).cpu().numpy().astype(np.float32) if len(m) else None
                      for m in out.pred_masks]
             texts = self._texts(items, probs.argmax(axis=1)) if self.explain else [None] * len(items)
-        return [Prediction(probs=probs[i], mask=masks[i], text=texts[i]) for i in range(len(items))]
+        return [Prediction(probs=probs[i], mask=masks[i], text=texts[i], logits=logits[i]) for i in range(len(items))]
 
     def _texts(self, items: Sequence[SidaInput], predicted: np.ndarray) -> list[str | None]:
         if self.text_mode == "template":

@@ -177,7 +177,13 @@ def predict_batch(model: Detector, variants: Sequence[Variant]) -> list[Predicti
                     preds[id(v)] = _predict(model, [v])[0]
                 except Exception as exc:  # recorded in the row, counted in results
                     preds[id(v)] = Prediction.failed(model.num_classes, f"model: {_describe(exc)}")
-    return [preds.get(id(v)) or Prediction.failed(model.num_classes, v.error or "no prediction") for v in variants]
+    checked_classes = None if detection_adapter(model) is not None else model.num_classes
+    out = []
+    for v in variants:
+        pred = preds.get(id(v)) or Prediction.failed(model.num_classes, v.error or "no prediction")
+        problem = pred.problem(checked_classes, v.size) if pred.error is None else None
+        out.append(Prediction.failed(model.num_classes, f"model: {problem}") if problem else pred)
+    return out
 
 
 def detection_adapter(model: Detector) -> LocalizerAsDetector | None:

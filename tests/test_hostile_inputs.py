@@ -188,3 +188,42 @@ def test_sida_preprocessing_size_limits() -> None:
     with pytest.raises(ImageSizeError, match=r"SIDA CLIP input .* cannot handle a 1x3000 .*aspect ratio"):
         clip_input(np.zeros((1, 3000, 3), np.uint8), 336)
     assert preprocess_image(np.zeros((4, 4000, 3), np.uint8), 1024, 336).resize_size == (1, 1024)
+
+
+class NanModel(fx.RunnerTestModel):
+    """runner_test, but sample 0003 gets NaN probabilities and sample 0005 a NaN mask pixel."""
+
+    name = "runner_nan"
+
+    def predict_preprocessed(self, items, sizes):
+        preds = super().predict_preprocessed(items, sizes)
+        for item, pred in zip(items, preds):
+            key = round(float(item.sum()), 3)
+            if key in NanModel.bad_probs:
+                pred.probs = np.full(3, np.nan)
+            if key in NanModel.bad_masks and pred.mask is not None:
+                pred.mask[0, 0] = np.nan
+        return preds
+
+    bad_probs: set = set()
+    bad_masks: set = set()
+
+
+def test_a_model_returning_nan_is_a_per_sample_error(tmp_path: Path) -> None:
+    """NaN probabilities or masks from a model used to abort scoring after every prediction was made."""
+    from bench.plugins import MODELS, create_dataset
+
+    if NanModel.name not in MODELS:
+        MODELS.register(NanModel.name, NanModel)
+    model = fx.RunnerTestModel()
+    samples = {s.id: s for s in create_dataset("runner_fake", n=6).iter_samples()}
+    NanModel.bad_probs = {round(float(model.preprocess(samples["real/0003"].image).sum()), 3)}
+    NanModel.bad_masks = {round(float(model.preprocess(samples["tampered/0005"].image).sum()), 3)}
+    proto = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL.replace("{n: 12}", "{n: 6}").replace("{n: 20, seed: 0}", "{n: 0}"))
+    results = run_protocol(proto, "runner_nan", tmp_path / "run", tables=False)
+    clean = results.entries[0]
+    assert clean.errors == {
+        "real/0003": "model: returned probabilities [nan, nan, nan] (need finite values in [0, 1] summing to 1)",
+        "tampered/0005": "model: returned a mask with values that are not finite probabilities in [0, 1]",
+    }
+    assert clean.metrics["ternary_detection"].values["n"].value == 4

@@ -267,19 +267,22 @@ def run_protocol(
 
     started = time.time()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-    if isinstance(model, str):
-        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
     if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
         raise UserError("Expected batch_size >= 1, workers >= 0 and limit >= 1")
     out = Path(out_dir)
     store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every)
     if store and not resume:
         raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
+    # cheap checks first: a wrong data root or split fails before a (possibly 27 GB) model is loaded
+    datasets = [_open_dataset(spec, proto, data_roots or {}) for spec in proto.datasets]
+    conditions = build_conditions(proto)
+    if isinstance(model, str):
+        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
     describe = model.describe()
     run = RunIdentity(f"{model.name}:{model.config_name}", model.weights_sha256, policy_hash(describe), proto.seed)
-    conditions = build_conditions(proto)
     stored = store.stored_keys() if resume else set()
-    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored) for spec in proto.datasets]
+    splits = [_open_split(spec, dataset, limit, run, conditions, stored)
+              for spec, dataset in zip(proto.datasets, datasets)]
     adapter = detection_adapter(model)
     probs_space = "binary" if adapter is not None else model.label_space.value
     total = sum(_pending(s, limit, len(conditions)) for s in splits)
@@ -318,8 +321,8 @@ def run_protocol(
     return results
 
 
-def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], limit: int | None,
-                run: RunIdentity, conditions: Sequence[Condition], stored: set[str]) -> Split:
+def _open_dataset(spec: Any, proto: Protocol, data_roots: dict[str, str | Path]) -> Dataset:
+    """Create and list one dataset of the protocol (no decoding); label space checked."""
     from bench.plugins import create_dataset
 
     root = data_roots.get(spec.name, spec.root)
@@ -328,6 +331,12 @@ def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], l
         raise UserError(
             f"Protocol {proto.name!r} is {proto.label_space.value} but dataset {spec.name!r} is {dataset.label_space.value}"
         )
+    len(dataset)  # lists the split: a missing folder or split is reported now
+    return dataset
+
+
+def _open_split(spec: Any, dataset: Dataset, limit: int | None, run: RunIdentity, conditions: Sequence[Condition],
+                stored: set[str]) -> Split:
     split = Split(spec.name, dataset)
     ids = _ordered_ids(dataset)
     if limit is not None and ids is None:

@@ -227,3 +227,18 @@ def test_a_model_returning_nan_is_a_per_sample_error(tmp_path: Path) -> None:
         "tampered/0005": "model: returned a mask with values that are not finite probabilities in [0, 1]",
     }
     assert clean.metrics["ternary_detection"].values["n"].value == 4
+
+
+def test_a_wrong_data_root_fails_before_the_model_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.plugins
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data root was checked")
+
+    monkeypatch.setattr(bench.plugins, "create_model", never)
+    write_sid_set_tree(tmp_path / "sid", "validation")
+    proto = fx.write_protocol(tmp_path, LOCALIZATION_PROTOCOL, "hostile.yaml")
+    with pytest.raises(UserError, match="no split 'test'.*splits found: validation"):
+        run_protocol(proto, "sida", tmp_path / "run", data_roots={"sid_set": tmp_path / "sid"})
+    with pytest.raises(UserError, match="does not exist"):
+        run_protocol(proto, "sida", tmp_path / "run", data_roots={"sid_set": tmp_path / "nowhere"})

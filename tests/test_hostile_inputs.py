@@ -87,6 +87,23 @@ def test_dataset_listing_and_ids(tmp_path: Path) -> None:
     assert broken.image is None and "broken symbolic link" in (broken.error or "")
 
 
+def test_sid_set_names_what_it_cannot_pair(tmp_path: Path) -> None:
+    """Orphan masks, descriptions of absent images and tampered images without a mask are counted and named."""
+    root = tmp_path / "sid"
+    write_sid_set_tree(root, "test")
+    (root / "test" / "masks" / "gone_mask.png").write_bytes(png_bytes(rgb(3)))
+    (root / "test" / "description" / "tampered_GT.json").write_text(json.dumps({"t_ok.png": "a", "gone.png": "b"}))
+    info = create_dataset("sid_set", root=root, split="test")
+    _ = info.entries
+    described = info.describe()
+    assert described["listing"]["masks_without_image"] == 1 and described["listing"]["descriptions_without_image"] == 1
+    assert described["listing"]["tampered_without_mask"] == 1
+    names = described["listing_names"]
+    assert Path(names["masks_without_image"][0]).name == "gone_mask.png"
+    assert names["descriptions_without_image"][0].endswith("tampered_GT.json: gone.png")
+    assert Path(names["tampered_without_mask"][0]).name == "t_nomask.png"
+
+
 def test_printable_escapes_only_undecodable_bytes() -> None:
     assert printable("plain/é") == "plain/é"
     assert printable(os.fsdecode(b"a\xff\xe9b")) == "a\\xff\\xe9b"

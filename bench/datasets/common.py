@@ -47,12 +47,12 @@ class ListingLog:
     symbolic link, a symlink loop, a FIFO...; still listed as a sample, whose decoding then fails
     with the reason), ``skipped_not_image`` (an extension outside :data:`IMAGE_EXTENSIONS`),
     ``skipped_hidden`` (names starting with ``.``, e.g. macOS ``._*`` files), ``skipped_folders``
-    (a folder inside a flat image folder).
+    (a folder inside a flat image folder); plugins add their own (e.g. SID-Set's ``masks_without_image``).
     """
 
     names: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, kind: str, path: Path) -> None:
+    def add(self, kind: str, path: Path | str) -> None:
         self.names.setdefault(kind, []).append(path_text(path))
 
     def counts(self) -> dict[str, int]:

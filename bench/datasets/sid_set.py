@@ -6,7 +6,10 @@ Layout::
     <root>/<split>/masks/<stem>_mask.png                       (tampered images only)
     <root>/<split>/description/{real,full_synthetic,tampered}_GT.json   (optional, ~3k images)
 
-Labels come from the class folder: real 0, full_synthetic 1, tampered 2 (ternary).
+Labels come from the class folder: real 0, full_synthetic 1, tampered 2 (ternary). ``describe()``
+counts and names what the listing could not pair: ``tampered_without_mask``, ``masks_without_image``
+(a ``masks/*`` file no tampered image uses) and ``descriptions_without_image`` (a description entry
+naming no listed image), besides the class-folder problems of :class:`~bench.datasets.common.ListingLog`.
 Sample ids are ``"<class folder>/<stem>"``; samples are ordered by class, then file name.
 The official loader globs ``real/*.jpg`` and ``*.png`` for the other classes; this one lists
 every image extension in every class folder (case-insensitive), so re-encoded copies still load.
@@ -61,9 +64,13 @@ class SidSetFolders(ListedDataset):
         entries: list[Entry] = []
         without_mask = 0
         described = 0
+        masks_used: set[str] = set()
         for label, class_name in enumerate(CLASS_FOLDERS):
             descriptions = load_descriptions(split_dir, class_name)
-            for path in list_images(split_dir / class_name, self.listing_log):
+            images = list_images(split_dir / class_name, self.listing_log)
+            for name in sorted(set(descriptions) - {p.name for p in images}):
+                self.listing_log.add("descriptions_without_image", f"{split_dir / 'description'}/{class_name}_GT.json: {name}")
+            for path in images:
                 meta: dict[str, Any] = {"source": class_name, "path": str(path)}
                 mask: Path | None = None
                 if label == TAMPERED:
@@ -71,14 +78,19 @@ class SidSetFolders(ListedDataset):
                     if candidate.is_file() or candidate.is_symlink():  # a broken link fails when decoded
                         mask = candidate
                         meta["mask_path"] = str(candidate)
+                        masks_used.add(candidate.name)
                     else:
                         without_mask += 1
+                        self.listing_log.add("tampered_without_mask", path)
                         if self.decoder.missing_mask == "official":
                             continue
                 if path.name in descriptions:
                     meta["explanation"] = descriptions[path.name]
                     described += 1
                 entries.append(Entry(f"{class_name}/{path.stem}", label, path, mask, meta))
+        masks_dir = split_dir / "masks"
+        for orphan in (p for p in list_images(masks_dir) if p.name not in masks_used):
+            self.listing_log.add("masks_without_image", orphan)
         self.listing_problems = {
             "missing_class_folders": len(missing),
             "tampered_without_mask": without_mask,

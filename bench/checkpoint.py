@@ -39,8 +39,9 @@ def load_raw(path: Path, *, allow_pickle: bool = False, mmap: bool = False) -> A
     """Load a checkpoint object: safetensors → dict of tensors, else ``torch.load`` (weights only).
 
     ``mmap``: memory-map the tensor data of a torch zip archive (cheap when only the names are
-    needed; ignored for the legacy non-zip format). Every failure is a one-line :class:`UserError`: missing or empty file, corrupt data, or a pickle
-    that ``weights_only`` loading refuses (it names the refused class; ``--allow-pickle`` opts in).
+    needed; ignored for the legacy non-zip format). Every failure is a one-line :class:`UserError`:
+    missing or empty file, corrupt data, or a pickle that ``weights_only`` loading refuses (it names
+    the refused class; ``--allow-pickle`` opts in).
     """
     path = Path(path)
     if not path.is_file():
@@ -55,7 +56,8 @@ def load_raw(path: Path, *, allow_pickle: bool = False, mmap: bool = False) -> A
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused is None and not _is_pickle(path):
-            raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another format)") from exc
+            raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another "
+                            "format)") from exc
         if not allow_pickle:
             what = f"pickled Python objects ({refused})" if refused else "a pickle stream"
             raise UserError(
@@ -64,7 +66,8 @@ def load_raw(path: Path, *, allow_pickle: bool = False, mmap: bool = False) -> A
             ) from exc
         return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except UNREADABLE as exc:
-        detail = str(exc).strip().splitlines()[0] if isinstance(exc, (RuntimeError, OSError)) and str(exc).strip() else ""
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if isinstance(exc, (RuntimeError, OSError)) and text else ""
         raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another format"
                         + (f": {detail})" if detail else ")")) from exc
 
@@ -162,7 +165,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{cfg_path} is not valid JSON ({exc}); it should be the config.json written with the weights") from exc
+        raise UserError(f"{cfg_path} is not valid JSON ({exc}); it should be the config.json written with "
+                        "the weights") from exc
     if not isinstance(config, dict):
         raise UserError(f"{cfg_path}: expected a JSON object (the model name, configuration and options)")
     return state, config

@@ -31,6 +31,7 @@ def read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
             raise UserError(f"{what} {path_text(path)}: line {number} is not valid JSON ({exc.msg} at column "
                             f"{exc.colno})") from None
         if not isinstance(row, dict):
-            raise UserError(f"{what} {path_text(path)}: line {number}: expected a JSON object, got {type(row).__name__}")
+            raise UserError(f"{what} {path_text(path)}: line {number}: expected a JSON object, "
+                            f"got {type(row).__name__}")
         rows.append(row)
     return rows

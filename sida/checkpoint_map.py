@@ -293,7 +293,8 @@ def tensor_names(files: list[Path], allow_pickle: bool = False) -> set[str]:
     ``weight_map``, or a torch archive's pickle with the storages memory-mapped."""
     names: set[str] = set()
     for f in files:
-        index = f.parent / ("model.safetensors.index.json" if f.suffix == ".safetensors" else "pytorch_model.bin.index.json")
+        index = f.parent / ("model.safetensors.index.json" if f.suffix == ".safetensors"
+                            else "pytorch_model.bin.index.json")
         if index.is_file():
             return set(read_json(index).get("weight_map", {}))  # type: ignore[arg-type]
         if f.suffix == ".safetensors":
@@ -348,7 +349,8 @@ def plan_official_load(
                 "copy of openai/clip-vit-large-patch14 (see docs/sida.md)"
             )
         config = replace(config, clip=check_clip_tower(tower, config.clip))
-    sam = None if any(k.startswith("model.visual_model.") for k in names) else check_sam(sam_checkpoint, folder, allow_pickle)
+    has_sam = any(k.startswith("model.visual_model.") for k in names)
+    sam = None if has_sam else check_sam(sam_checkpoint, folder, allow_pickle)
     estimate = estimate_memory(config, config.llm.vocab_size, dtype)
     return OfficialPlan(folder, hf, config, files, tower, sam, estimate)
 

@@ -69,7 +69,8 @@ class SidSetFolders(ListedDataset):
             descriptions = load_descriptions(split_dir, class_name)
             images = list_images(split_dir / class_name, self.listing_log)
             for name in sorted(set(descriptions) - {p.name for p in images}):
-                self.listing_log.add("descriptions_without_image", f"{split_dir / 'description'}/{class_name}_GT.json: {name}")
+                where = f"{split_dir / 'description'}/{class_name}_GT.json: {name}"
+                self.listing_log.add("descriptions_without_image", where)
             for path in images:
                 meta: dict[str, Any] = {"source": class_name, "path": str(path)}
                 mask: Path | None = None

@@ -64,6 +64,8 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
 DROPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAM_FILE = "sam_vit_h_4b8939.pth"
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+"""Shard indexes of an HF folder, in the order :func:`weight_files` prefers them."""
 CLIP_VISION_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
 
 
@@ -90,7 +92,7 @@ def resolve_dtype(name: str) -> torch.dtype:
 # ---------------------------------------------------------------------- reading files
 def weight_files(folder: Path) -> list[Path]:
     """The weight shards of an HF folder (index json first, then single files, then globbed shards)."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+    for index_name in INDEX_FILES:
         index = folder / index_name
         if index.is_file():
             weight_map = read_json(index).get("weight_map")
@@ -288,15 +290,14 @@ def read_json(path: Path) -> dict[str, object]:
     return data
 
 
-def tensor_names(files: list[Path], allow_pickle: bool = False) -> set[str]:
-    """The tensor names of weight files without reading their data: a safetensors header, an index's
-    ``weight_map``, or a torch archive's pickle with the storages memory-mapped."""
+def tensor_names(files: list[Path], allow_pickle: bool = False, index: Path | None = None) -> set[str]:
+    """The tensor names of weight files without reading their data: the shard ``index``'s ``weight_map``
+    when given, else each safetensors header, or a torch archive's pickle with the storages memory-mapped."""
+    if index is not None:
+        weight_map = read_json(index).get("weight_map")
+        return set(weight_map) if isinstance(weight_map, dict) else set()
     names: set[str] = set()
     for f in files:
-        index = f.parent / ("model.safetensors.index.json" if f.suffix == ".safetensors"
-                            else "pytorch_model.bin.index.json")
-        if index.is_file():
-            return set(read_json(index).get("weight_map", {}))  # type: ignore[arg-type]
         if f.suffix == ".safetensors":
             try:
                 with safe_open(str(f), framework="pt") as handle:
@@ -338,7 +339,8 @@ def plan_official_load(
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"No tokenizer.json or tokenizer.model in {folder} (expected a SIDA/LISA checkpoint folder)")
     files = weight_files(folder)
-    names = tensor_names(files, allow_pickle)
+    index = next((folder / n for n in INDEX_FILES if (folder / n).is_file()), None)
+    names = tensor_names(files, allow_pickle, index)
     tower = None
     if not any(k.startswith("model.vision_tower.") for k in names):
         tower = vision_tower or _local_path(hf.get("vision_tower"))

@@ -259,3 +259,25 @@ def test_a_wrong_data_root_fails_before_the_model_is_loaded(tmp_path: Path, monk
         run_protocol(proto, "sida", tmp_path / "run", data_roots={"sid_set": tmp_path / "sid"})
     with pytest.raises(UserError, match="does not exist"):
         run_protocol(proto, "sida", tmp_path / "run", data_roots={"sid_set": tmp_path / "nowhere"})
+
+
+def test_a_damaged_parquet_row_group_becomes_per_sample_errors(tmp_path: Path) -> None:
+    """Bytes flipped inside one row group's compressed pages: its rows are errors, the others decode."""
+    import pyarrow.parquet as pq
+
+    from tests.data_fixtures import folder_rows, write_parquet_shards
+
+    tree = write_sid_set_tree(tmp_path / "tree", "test")
+    (path,) = write_parquet_shards(tmp_path / "hf", "test", folder_rows(tree / "test"), shards=1, row_group_size=7)
+    meta = pq.ParquetFile(path).metadata
+    column = meta.row_group(0).column(0)  # the image column of the first row group
+    data = bytearray(path.read_bytes())
+    start = column.data_page_offset + 64
+    data[start:start + 256] = bytes(256)
+    path.write_bytes(bytes(data))
+    ds = create_dataset("sid_set_parquet", root=tmp_path / "hf", split="test")
+    samples = list(ds.iter_samples())
+    assert len(samples) == len(ds) == 14
+    broken = [s for s in samples if s.error and "row group 0" in s.error]
+    assert len(broken) == 7 and all(s.image is None for s in broken)
+    assert ds.describe()["problems"]["decode_errors"] >= 7

@@ -151,8 +151,13 @@ class SidSetParquet(Dataset):
                 wanted = [r for r in range(n) if (position + r) % num_shards == shard
                           and ids[first_row + r][0] not in skip_ids]
                 if wanted:
-                    data = pf.read_row_group(rg, columns=data_cols)
-                    for r in wanted:
+                    try:
+                        data = pf.read_row_group(rg, columns=data_cols)
+                    except (pa.ArrowException, OSError) as exc:  # a damaged row group: its rows are errors
+                        for r in wanted:
+                            yield self._unreadable(ids[first_row + r], shard_path, first_row + r, rg, exc)
+                        data = None
+                    for r in wanted if data is not None else []:
                         yield self._sample(data, r, ids[first_row + r], shard_path, first_row + r)
                     del data
                 position += n
@@ -168,6 +173,14 @@ class SidSetParquet(Dataset):
         image = _bytes_of(data.column("image")[r].as_py()) or b""
         mask = _bytes_of(data.column("mask")[r].as_py()) if "mask" in data.column_names else None
         return self.decoder.decode(Entry(sid, label, image, mask, meta), wants_mask=label == TAMPERED)
+
+    def _unreadable(self, id_label: tuple[str, int], shard_path: Path, row: int, group: int,
+                    exc: Exception) -> Sample:
+        sid, label = id_label
+        meta: dict[str, Any] = {"source": CLASS_FOLDERS[label], "path": f"{shard_path}#row={row}", "original_size": None}
+        self.decoder._note("decode_errors", sid, meta)
+        return Sample(sid, None, label, None, meta,
+                      error=f"image: row group {group} of {shard_path} cannot be read ({exc})")
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -140,6 +140,7 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
         for k in keys:
             if k[:2] == (ds_name, split):
                 wanted[k[2]][k[3]] = first[k]
+        _check_ids_listed(path, dataset, ds_name, split, wanted, first)
         seen: set[str] = set()
         for sample in dataset.iter_samples():
             if sample.id not in wanted:
@@ -164,6 +165,27 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
     info = {"name": identity.model, "source": "predictions file", "file": str(path),
             "file_sha256": identity.weights_sha256, "label_space": probs_space}
     return store, info
+
+
+def _check_ids_listed(path: Path, dataset: Any, ds_name: str, split: str, wanted: dict[str, Any],
+                      first: dict[tuple[str, str, str, str], int]) -> None:
+    """Unknown or missing sample ids, found from the dataset's listing before any image is decoded
+    (datasets without a cheap listing are checked while iterating)."""
+    entries = getattr(dataset, "entries", None)
+    if not isinstance(entries, list) or not all(hasattr(e, "id") for e in entries):
+        return
+    listed = [str(e.id) for e in entries]
+    known = set(listed)
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        row = first[(ds_name, split, unknown[0], next(iter(wanted[unknown[0]])))] + 1
+        hint = difflib.get_close_matches(unknown[0], listed, n=1)
+        raise UserError(f"{path}: row {row}: sample_id {unknown[0]!r} is not in {ds_name}/{split}"
+                        + (f". Did you mean {hint[0]!r}?" if hint else ""))
+    if len(wanted) < len(known):
+        missing = next(s for s in listed if s not in wanted)
+        raise UserError(f"{path}: {len(known) - len(wanted)} samples of {ds_name}/{split} have no prediction "
+                        f"(the file has {len(wanted)} of {len(known)}; first missing: {missing!r})")
 
 
 def _row(identity: RunIdentity, cond: Any, ds: str, split: str, sample: Any, rec: dict[str, Any],

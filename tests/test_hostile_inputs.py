@@ -281,3 +281,25 @@ def test_a_damaged_parquet_row_group_becomes_per_sample_errors(tmp_path: Path) -
     broken = [s for s in samples if s.error and "row group 0" in s.error]
     assert len(broken) == 7 and all(s.image is None for s in broken)
     assert ds.describe()["problems"]["decode_errors"] >= 7
+
+
+def test_predictions_with_unknown_or_missing_ids_fail_before_any_image_is_decoded(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from bench.scoring import score_file
+
+    def never(self, *args, **kwargs):
+        raise AssertionError("images were decoded before the sample ids were checked")
+
+    monkeypatch.setattr(fx.FakeSidDataset, "iter_samples", never)
+    proto = fx.write_protocol(tmp_path, fx.FAKE_PROTOCOL.replace("{n: 12}", "{n: 3}"))
+    ids = ["real/0000", "full_synthetic/0001", "tampered/0002"]
+    p = np.full((3, 3), 1 / 3)
+    frame = pd.DataFrame({"sample_id": ids, "prob_real": p[:, 0], "prob_full_synthetic": p[:, 1], "prob_tampered": p[:, 2]})
+    frame.assign(sample_id=["real/0000", "full_synthetic/0001", "tampered/0009"]).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(UserError, match=r"row 3: sample_id 'tampered/0009' is not in runner_fake/test"):
+        score_file(tmp_path / "a.csv", proto, tmp_path / "out_a")
+    frame.iloc[:2].to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(UserError, match=r"1 samples of runner_fake/test have no prediction.*'tampered/0002'"):
+        score_file(tmp_path / "b.csv", proto, tmp_path / "out_b")

@@ -78,10 +78,6 @@ def entry_kind(path: Path) -> str:
     return "image" if stat.S_ISREG(mode) else "unreadable"
 
 
-def is_image_file(path: Path) -> bool:
-    return entry_kind(path) == "image"
-
-
 def _children(folder: Path) -> list[Path]:
     try:
         return sorted(folder.iterdir(), key=lambda p: p.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,13 +248,14 @@ def run_protocol(
     resume: bool = False,
     flush_every: int = 256,
     tables: bool = True,
+    model_options: dict[str, Any] | None = None,
 ) -> ResultsFile:
     """Run ``protocol`` with ``model``, write ``out_dir/{predictions/, results.json, tables/}``.
 
     Args:
         protocol: a :class:`Protocol`, a bundled protocol name or a YAML path.
-        model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``
-            and ``allow_pickle`` are used to create it).
+        model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``,
+            ``allow_pickle`` and ``model_options`` are used to create it, after the datasets are listed).
         data_roots: ``{dataset name: folder}``, overriding a protocol's ``root``.
         limit: evaluate only the first ``limit`` samples of each split (the dataset's order).
         batch_size, workers: inference batch size and DataLoader workers (0 = in process).
@@ -277,7 +278,7 @@ def run_protocol(
     datasets = [_open_dataset(spec, proto, data_roots or {}) for spec in proto.datasets]
     conditions = build_conditions(proto)
     if isinstance(model, str):
-        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
+        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle, **(model_options or {}))
     describe = model.describe()
     run = RunIdentity(f"{model.name}:{model.config_name}", model.weights_sha256, policy_hash(describe), proto.seed)
     stored = store.stored_keys() if resume else set()
@@ -319,6 +320,16 @@ def run_protocol(
 
         write_tables([results], out / "tables", kinds=[t.kind for t in proto.tables] or None)
     return results
+
+
+def check_data_roots(proto: Protocol, data_roots: Mapping[str, Any]) -> None:
+    """A ``--data-root`` for a dataset the protocol does not use is a mistake (a typo would silently
+    leave the protocol's own root in use); the CLI checks it, library callers may share one mapping."""
+    used = [d.name for d in proto.datasets]
+    unknown = sorted(set(data_roots) - set(used))
+    if unknown:
+        raise UserError(f"--data-root names {', '.join(map(repr, unknown))}, which protocol {proto.name!r} does not "
+                        f"use; its datasets: {', '.join(used)}")
 
 
 def _open_dataset(spec: Any, proto: Protocol, data_roots: dict[str, str | Path]) -> Dataset:

@@ -303,3 +303,32 @@ def test_predictions_with_unknown_or_missing_ids_fail_before_any_image_is_decode
     frame.iloc[:2].to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(UserError, match=r"1 samples of runner_fake/test have no prediction.*'tampered/0002'"):
         score_file(tmp_path / "b.csv", proto, tmp_path / "out_b")
+
+
+def test_a_data_root_for_a_dataset_the_protocol_does_not_use_is_refused(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """A typo in --data-root used to be ignored silently (the run then read the protocol's own root)."""
+    from bench.cli import main
+
+    proto = fx.write_protocol(tmp_path, LOCALIZATION_PROTOCOL, "hostile.yaml")
+    (tmp_path / "p.csv").write_text("sample_id,prob_fake\nx,0.5\n")
+    for argv in (["run", str(proto), "--model", "runner_test", "--out", str(tmp_path / "run")],
+                 ["score", "--predictions", str(tmp_path / "p.csv"), "--protocol", str(proto), "--out", str(tmp_path / "s")]):
+        assert main([*argv, "--data-root", f"sid_sett={tmp_path}"]) == 2
+        assert ("error: --data-root names 'sid_sett', which protocol 'hostile_sid_set' does not use; its datasets: "
+                "sid_set") in capsys.readouterr().err
+
+
+def test_run_command_lists_the_data_before_creating_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    import bench.plugins
+    from bench.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was created before the data root was checked")
+
+    monkeypatch.setattr(bench.plugins, "create_model", never)
+    proto = fx.write_protocol(tmp_path, LOCALIZATION_PROTOCOL, "hostile.yaml")
+    argv = ["run", str(proto), "--model", "sida", "--out", str(tmp_path / "run"), "--data-root", f"sid_set={tmp_path}"]
+    assert main(argv) == 2
+    assert "SID-Set has no split 'test'" in capsys.readouterr().err

@@ -28,16 +28,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def handle(args: argparse.Namespace) -> int:
-    from bench.plugins import create_model
     from bench.protocol import load_protocol
-    from bench.runner import run_protocol
+    from bench.runner import check_data_roots, run_protocol
 
     protocol = load_protocol(args.protocol)
-    model = create_model(args.model, weights=args.weights, device=args.device, allow_pickle=args.allow_pickle,
-                         **parse_model_options(args.option))
-    results = run_protocol(
-        protocol, model, args.out, device=args.device,
-        allow_pickle=args.allow_pickle, data_roots=parse_data_roots(args.data_root), limit=args.limit,
+    roots = parse_data_roots(args.data_root)
+    check_data_roots(protocol, roots)
+    options = parse_model_options(args.option)
+    results = run_protocol(  # the model is created after the datasets are listed
+        protocol, args.model, args.out, weights=args.weights, device=args.device, model_options=options,
+        allow_pickle=args.allow_pickle, data_roots=roots, limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, resume=args.resume, flush_every=args.flush_every,
     )
     n = sum(e.n for e in results.entries)

@@ -23,10 +23,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def handle(args: argparse.Namespace) -> int:
+    from bench.protocol import load_protocol
+    from bench.runner import check_data_roots
     from bench.scoring import score_file
 
-    results = score_file(args.predictions, args.protocol, args.out, data_roots=parse_data_roots(args.data_root),
-                         name=args.name)
+    protocol = load_protocol(args.protocol)
+    roots = parse_data_roots(args.data_root)
+    check_data_roots(protocol, roots)
+    results = score_file(args.predictions, protocol, args.out, data_roots=roots, name=args.name)
     print(f"{args.out / 'results.json'}: {len(results.entries)} result groups, "
           f"{sum(e.n for e in results.entries)} predictions")
     return 0

@@ -10,4 +10,6 @@ PLUGINS: dict[str, str] = {
     "npr": "baselines.npr:NPR",
     "fredect": "baselines.fredect:FreDect",
     "pscc_net": "baselines.pscc_net:PSCCNet",
+    "gram_net": "baselines.gram_net:GramNet",
+    "fusing": "baselines.fusing:Fusing",
 }

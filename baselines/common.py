@@ -58,6 +58,19 @@ def resize(image: np.ndarray, size: int, mode: str = "shorter_side") -> np.ndarr
     return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
 
+MAX_RESIZED_PIXELS = 64_000_000
+
+
+def check_shorter_side_resize(image: np.ndarray, size: int) -> None:
+    """Raise ValueError (a recorded per-sample failure) when a shorter-side resize to ``size`` of a
+    degenerate image (e.g. 1×100000 px) would need more than ``MAX_RESIZED_PIXELS`` pixels."""
+    h, w = image.shape[:2]
+    if min(h, w) < 1:
+        raise ValueError(f"empty image ({w}x{h})")
+    if size * size * max(h, w) / min(h, w) > MAX_RESIZED_PIXELS:
+        raise ValueError(f"a {w}x{h} image resized to {size} on its shorter side would have "
+                         f"{int(size * size * max(h, w) / min(h, w))} pixels (limit {MAX_RESIZED_PIXELS})")
+
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Square centre crop as torchvision ``CenterCrop(size)``: images smaller than ``size`` are
@@ -217,6 +230,23 @@ class SingleLogitDetector(Detector):
 
     def set_train_mode(self, training: bool) -> None:
         self.network.train(training)
+
+    def train_item(self, image: np.ndarray, recipe: Any, rng: np.random.Generator) -> Any:
+        """One training input from a (``load_size``-resized) RGB uint8 image: the recipe's
+        blur / JPEG / random crop / flip, then :meth:`to_input`."""
+        from baselines.training import augment_crop
+
+        return self.to_input(augment_crop(image, recipe, rng))
+
+    def eval_item(self, image: np.ndarray, recipe: Any) -> Any:
+        """One validation input: the recipe's resize and centre crop, then :meth:`to_input`."""
+        from baselines.training import eval_geometry
+
+        return self.to_input(eval_geometry(image, recipe))
+
+    def batch_logits(self, items: list[Any]) -> torch.Tensor:
+        """(B, num_outputs) logits of a list of training/validation items (with gradients)."""
+        return self.network(torch.stack(items).to(self.device))
 
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
         from baselines.training import fit_detector

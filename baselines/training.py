@@ -2,7 +2,9 @@
 
 One epoch: shuffle the ``train`` split, then per image: resize (``load_size``), optional blur
 (σ ~ U[blur_sigma]) and JPEG (quality ~ U{jpeg_quality}) each with its probability, random
-crop (``crop_size``), horizontal flip, then the model's own tensor conversion. Loss:
+crop (``crop_size``), horizontal flip, then the model's own tensor conversion (the model's
+``train_item`` / ``eval_item`` / ``batch_logits`` hooks; a method with its own official
+augmentation or a multi-view input, e.g. Gram-Net or Fusing, overrides them). Loss:
 BCE-with-logits on the one logit (fake = label ≠ 0), or cross-entropy for a 3-class head.
 After each epoch the model is scored on the ``validation`` split (resize + centre crop, no
 augmentation) and the learning rate follows the recipe's schedule:
@@ -16,7 +18,8 @@ augmentation) and the learning rate follows the recipe's schedule:
 The test split is never read. ``OUT/best`` holds the checkpoint with the best validation
 accuracy, ``OUT/last`` the latest one plus ``trainer_state.pt`` (optimizer, epoch, step,
 schedule state), from which ``--resume`` continues. Per-sample randomness is derived from
-(seed, epoch, position), so a resumed run makes the same choices as an uninterrupted one.
+(seed, epoch, position) and torch's generator (dropout) is seeded per epoch, so a run resumed
+at an epoch boundary makes the same choices as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ class Trainable(Protocol):
     num_outputs: int
     device: torch.device
 
-    def to_input(self, image: np.ndarray) -> torch.Tensor: ...
+    def train_item(self, image: np.ndarray, recipe: "TrainRecipe", rng: np.random.Generator) -> Any: ...
+    def eval_item(self, image: np.ndarray, recipe: "TrainRecipe") -> Any: ...
+    def batch_logits(self, items: list[Any]) -> torch.Tensor: ...
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]: ...
     def state_for_checkpoint(self) -> dict[str, torch.Tensor]: ...
     def load_our_state(self, state: Any, source: Any) -> None: ...
@@ -189,14 +194,13 @@ def evaluate(model: Trainable, dataset: Any, recipe: TrainRecipe, batch_size: in
     """Accuracy and mean loss on ``dataset`` (binary: p_fake > 0.5; ternary: argmax)."""
     model.set_train_mode(False)
     correct, total, loss_sum = 0, 0, 0.0
-    batch: list[torch.Tensor] = []
+    batch: list[Any] = []
     targets: list[float | int] = []
 
     def flush() -> None:
         nonlocal correct, total, loss_sum
-        x = torch.stack(batch).to(model.device)
         y = torch.tensor(targets, device=model.device)
-        logits = model.network(x)
+        logits = model.batch_logits(batch)
         loss_sum += float(loss_fn(logits, y)) * len(batch)
         pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
         correct += int((pred == y.long()).sum())
@@ -208,7 +212,7 @@ def evaluate(model: Trainable, dataset: Any, recipe: TrainRecipe, batch_size: in
         for sample in dataset.iter_samples():
             if sample.image is None:
                 continue
-            batch.append(model.to_input(eval_geometry(sample.image, recipe)))
+            batch.append(model.eval_item(sample.image, recipe))
             targets.append(target_of(sample.label, model.num_outputs))
             if len(batch) == batch_size:
                 flush()
@@ -272,8 +276,10 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
                 state.stopped = "max_steps"
                 break
             model.set_train_mode(True)
+            # torch randomness in the forward (dropout) is seeded per epoch, so a resumed run matches
+            torch.manual_seed(int(np.random.SeedSequence([options.seed, state.epoch, 11]).generate_state(1)[0]))
             progress.update(task, description=f"train epoch {state.epoch + 1}/{epochs}")
-            batch: list[torch.Tensor] = []
+            batch: list[Any] = []
             targets: list[float | int] = []
             images = shuffled_images(train, options.seed, state.epoch, recipe.shuffle_buffer,
                                      lambda im: load_resize(im, recipe))
@@ -282,7 +288,7 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
                     state.skipped_samples += 1
                     continue
                 rng = np.random.default_rng([options.seed, state.epoch, pos])
-                batch.append(model.to_input(augment_crop(image, recipe, rng)))
+                batch.append(model.train_item(image, recipe, rng))
                 targets.append(target_of(label, model.num_outputs))
                 if len(batch) < batch_size:
                     continue
@@ -311,12 +317,11 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
     }
 
 
-def _step(model: Trainable, optimizer: torch.optim.Optimizer, batch: list[torch.Tensor],
+def _step(model: Trainable, optimizer: torch.optim.Optimizer, batch: list[Any],
           targets: list[float | int], state: TrainState) -> None:
-    x = torch.stack(batch).to(model.device)
     y = torch.tensor(targets, device=model.device)
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model.network(x), y)
+    loss = loss_fn(model.batch_logits(batch), y)
     if not math.isfinite(float(loss.detach())):
         raise UserError(f"Training diverged: loss {float(loss)} at step {state.step}")
     loss.backward()

@@ -170,3 +170,46 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not isinstance(config, dict):
         raise UserError(f"{cfg_path}: expected a JSON object (the model name, configuration and options)")
     return state, config
+
+
+class _StubModule(torch.nn.Module):
+    """Stands in for a class of an official source file that is not importable here: holds the
+    unpickled parameters, buffers and children so that ``state_dict()`` works; never runs."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a module unpickled from a checkpoint only carries weights")
+
+
+def _stub_pickle_module(stub_modules: tuple[str, ...]) -> Any:
+    """A ``pickle``-like namespace for ``torch.load`` whose Unpickler maps every class of the
+    named (official, not installed) source modules to :class:`_StubModule`."""
+    import types
+
+    class StubUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module in stub_modules or module.split(".")[-1] in stub_modules:
+                return _StubModule
+            return super().find_class(module, name)
+
+    return types.SimpleNamespace(__name__="pickle", Unpickler=StubUnpickler, load=pickle.load)
+
+
+def load_pickled_module_state(path: Path, stub_modules: tuple[str, ...], *, allow_pickle: bool) -> Any:
+    """A checkpoint that may be a whole pickled ``nn.Module`` (e.g. Gram-Net's official files).
+
+    Weights-only files (state dicts) load as :func:`load_raw`. A pickled module needs
+    ``allow_pickle`` (full unpickling runs code from the file); its classes from
+    ``stub_modules`` (the official source files, e.g. ``resnet18_gram``) are replaced by stubs,
+    so the official code need not be importable, and its ``state_dict()`` is returned.
+    """
+    path = Path(path)
+    try:
+        return load_raw(path, allow_pickle=False)
+    except UserError:
+        if not allow_pickle or not path.is_file():
+            raise
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_stub_pickle_module(stub_modules))
+    except (pickle.UnpicklingError, AttributeError, ImportError, RuntimeError, EOFError, OSError) as exc:
+        raise UserError(f"{path} could not be unpickled: {type(exc).__name__}: {exc}") from exc
+    return dict(obj.state_dict()) if isinstance(obj, torch.nn.Module) else obj

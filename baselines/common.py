@@ -24,6 +24,7 @@ from PIL import Image
 
 from bench.checkpoint import OUR_CONFIG, is_our_checkpoint, load_checkpoint, load_strict
 from bench.errors import UserError
+from bench.image_size import check_resized_size
 from bench.model import Detector, DetectorOutput, TrainOptions
 from bench.types import LabelSpace
 
@@ -53,6 +54,7 @@ def resize(image: np.ndarray, size: int, mode: str = "shorter_side") -> np.ndarr
         raise UserError(f"Unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
     if (new_h, new_w) == (h, w):
         return image
+    check_resized_size(f"resize ({mode} to {size})", (h, w), (new_h, new_w))
     return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
 
@@ -180,7 +182,8 @@ class SingleLogitDetector(Detector):
         return self.network(batch)
 
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
-        return DetectorOutput(probs=logits_to_probs(self.logits(batch)))
+        logits = self.logits(batch)
+        return DetectorOutput(probs=logits_to_probs(logits), logits=logits)
 
     def load_weights(self, path: Path) -> None:
         if is_our_checkpoint(path):

@@ -41,6 +41,7 @@ from baselines.common import (
 )
 from baselines.training import TrainRecipe
 from bench.checkpoint import load_raw, load_strict, strip_prefix, tensors_only
+from bench.errors import ImageSizeError
 from bench.model import InputPolicy
 
 
@@ -91,6 +92,13 @@ _TINY_TRAIN = TrainRecipe(optimizer="adam", lr=2e-3, batch_size=32, epochs=4, sc
                           lr_factor=0.9, load_size=None, crop_size=64)
 
 
+def check_npr_size(image: np.ndarray) -> None:
+    """NPR's residual (2x nearest down/up-sampling) needs an even image of at least 2x2 pixels."""
+    if min(image.shape[:2]) < 2:
+        raise ImageSizeError("NPR input (crop to even height and width, 2x2 down/up-sampling)", image.shape[:2],
+                             "it needs at least 2x2 pixels")
+
+
 class NPR(SingleLogitDetector):
     """NPR detector; options: ``resize`` (int or None), ``num_classes`` (2 or 3)."""
 
@@ -123,11 +131,11 @@ class NPR(SingleLogitDetector):
     def test_geometry(self, image: np.ndarray) -> np.ndarray:
         if self.config.resize is not None:
             image = resize(image, self.config.resize, "square")
+        check_npr_size(image)
         return crop_to_even(image)
 
     def to_input(self, image: np.ndarray) -> torch.Tensor:
-        if min(image.shape[:2]) < 2:
-            raise ValueError(f"NPR needs images of at least 2x2 pixels, got {image.shape[1]}x{image.shape[0]}")
+        check_npr_size(image)
         return to_tensor(crop_to_even(image), IMAGENET_MEAN, IMAGENET_STD)
 
     def load_official(self, path: Path) -> None:

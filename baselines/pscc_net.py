@@ -249,7 +249,7 @@ class PSCCNet(Detector):
         if mask.shape[-2:] != batch.shape[-2:]:  # same size: the align_corners=True resize is the identity
             mask = F.interpolate(mask, size=batch.shape[-2:], mode="bilinear", align_corners=True)
         mask = mask[:, 0]
-        return DetectorOutput(probs=torch.softmax(logits.float(), dim=1), mask=mask)
+        return DetectorOutput(probs=torch.softmax(logits.float(), dim=1), mask=mask, logits=logits)
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:

@@ -15,7 +15,14 @@
   are ignored), e.g. ``open_clip_model.safetensors`` of the Hugging Face repo
   ``timm/vit_large_patch14_clip_224.openai``; or OpenAI's TorchScript ``ViT-L-14.pt``
   (from ``clip.load``), which needs ``--allow-pickle`` because TorchScript cannot be read
-  weights-only. fp16 weights are converted to fp32 (as ``clip.load(device="cpu")``).
+  weights-only. Precision as the official loader (OpenAI ``clip/model.py``, vendored by UnivFD):
+  ``build_model`` runs ``convert_weights`` before ``load_state_dict``, so the weights and biases of
+  every Conv/Linear layer (patch embedding, attention ``out_proj``, MLP), the attention
+  ``in_proj_weight``/``in_proj_bias`` and ``proj`` are rounded to fp16, while ``class_embedding``,
+  ``positional_embedding`` and the LayerNorms keep the file's precision; ``clip.load(device="cpu")``
+  then casts everything to fp32. :func:`round_like_openai` reproduces this, so an fp32 CLIP file
+  gives the official logits (the released fp16 archive is unchanged by it). The files are checked
+  (present, one CLIP file, key layout of a safetensors header) before the ViT is built.
 - Training (README): fc only, AdamW lr 1e-4 (β1 0.9, weight decay 0), batch 256, resize 256,
   blur σ~U[0,3] / JPEG q~U{30..100} each p=0.5, random crop 224, flip; lr/10 on a 5-epoch
   plateau. Our checkpoints then store only ``fc.*`` and record the CLIP file they need.
@@ -32,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from open_clip.transformer import QuickGELU, VisionTransformer
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from baselines.common import CLIP_MEAN, CLIP_STD, SingleLogitDetector, center_crop, to_tensor
@@ -112,6 +120,43 @@ def read_clip_visual_state(path: Path, allow_pickle: bool) -> dict[str, torch.Te
     return {k: v.float() for k, v in state.items()}
 
 
+def round_like_openai(visual: nn.Module) -> None:
+    """Round, in place, the tensors OpenAI's ``convert_weights`` stores in fp16 (see module docstring)."""
+    with torch.no_grad():
+        for module in visual.modules():
+            tensors: list[torch.Tensor | None] = []
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                tensors += [module.weight, module.bias]
+            if isinstance(module, nn.MultiheadAttention):
+                tensors += [getattr(module, name) for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight",
+                                                                 "v_proj_weight", "in_proj_bias", "bias_k", "bias_v")]
+            if isinstance(getattr(module, "proj", None), torch.Tensor):
+                tensors.append(module.proj)
+            for t in tensors:
+                if t is not None:
+                    t.copy_(t.half().float())
+
+
+def check_clip_file(path: Path, help_text: str) -> None:
+    """Cheap checks of a CLIP file before anything is built: present, readable, OpenAI/open_clip key names
+    (a safetensors header is read without its tensors; other formats are checked when loaded)."""
+    if not path.is_file():
+        raise UserError(f"CLIP weights not found: {path}. {help_text}")
+    if path.suffix != ".safetensors":
+        return
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if any(k.startswith(("blocks.", "vision_model.")) for k in keys):
+        raise UserError(f"{path} uses timm/Hugging Face key names; UnivFD needs the OpenAI/open_clip layout "
+                        "(visual.conv1.weight, visual.transformer.resblocks.*, visual.proj)")
+    if not any(k in ("visual.proj", "proj") for k in keys):
+        raise UserError(f"{path} has no CLIP image-tower projection (visual.proj): not an OpenAI/open_clip CLIP "
+                        f"file. {help_text}")
+
+
 def _is_torchscript(path: Path) -> bool:
     with zipfile.ZipFile(path) as zf:
         return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in zf.namelist())
@@ -138,9 +183,30 @@ class UnivFD(SingleLogitDetector):
         return ("num_classes", "init_seed", "clip_weights")
 
     def build(self, config: UnivFDConfig, **options: Any) -> None:
+        if "clip_weights" in options:  # fail before the 300M-parameter tower is built
+            check_clip_file(Path(options["clip_weights"]), self.weights_help)
         super().build(config, **options)
         if "clip_weights" in options:
             self.load_clip(Path(options["clip_weights"]))
+
+    def check_weights(self, path: Path) -> None:
+        """The files ``--weights`` needs are there (fc file, one CLIP file) before the network is built."""
+        if is_our_checkpoint(path) or "clip_weights" in self.options:
+            return
+        if path.is_dir():
+            if not (path / FC_FILE).is_file():
+                raise UserError(f"{path} has no {FC_FILE}. {self.weights_help}")
+            check_clip_file(self._clip_in(path), self.weights_help)
+        else:
+            raise UserError(f"UnivFD needs the CLIP ViT-L/14 weights as well as {path.name}: pass a folder holding "
+                            "both with --weights, or the option clip_weights=PATH. " + self.weights_help)
+
+    def _clip_in(self, folder: Path) -> Path:
+        clips = sorted(p for p in folder.iterdir() if p.suffix in CLIP_SUFFIXES and p.name != FC_FILE)
+        if len(clips) != 1:
+            raise UserError(f"{folder}: expected exactly one CLIP file next to {FC_FILE}, "
+                            f"found {[p.name for p in clips]}")
+        return clips[0]
 
     def make_network(self, config: UnivFDConfig, num_outputs: int) -> nn.Module:
         self.clip_path: Path | None = None
@@ -162,9 +228,9 @@ class UnivFD(SingleLogitDetector):
 
     # ------------------------------------------------------------------ loading
     def load_clip(self, path: Path) -> None:
-        if not path.is_file():
-            raise UserError(f"CLIP weights not found: {path}. {self.weights_help}")
+        check_clip_file(path, self.weights_help)
         load_strict(self.network.visual, read_clip_visual_state(path, self.allow_pickle), path)
+        round_like_openai(self.network.visual)
         self.clip_path, self.clip_sha256 = path, file_sha256(path)
 
     def load_fc(self, path: Path) -> None:
@@ -180,11 +246,7 @@ class UnivFD(SingleLogitDetector):
         if not (path / FC_FILE).is_file():
             raise UserError(f"{path} has no {FC_FILE}. {self.weights_help}")
         if self.clip_path is None:
-            clips = sorted(p for p in path.iterdir() if p.suffix in CLIP_SUFFIXES and p.name != FC_FILE)
-            if len(clips) != 1:
-                raise UserError(f"{path}: expected exactly one CLIP file next to {FC_FILE}, "
-                                f"found {[p.name for p in clips]}")
-            self.load_clip(clips[0])
+            self.load_clip(self._clip_in(path))
         self.load_fc(path / FC_FILE)
 
     def load_weights(self, path: Path) -> None:

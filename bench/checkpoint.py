@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bench.errors import UserError
@@ -26,26 +30,71 @@ OUR_WEIGHTS = "model.safetensors"
 OUR_CONFIG = "config.json"
 
 
-def load_raw(path: Path, *, allow_pickle: bool = False) -> Any:
-    """Load a checkpoint object: safetensors → dict of tensors, else ``torch.load`` (weights only)."""
+UNREADABLE = (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError, AttributeError,
+              zipfile.BadZipFile, struct.error)
+"""What ``torch.load`` raises on data that is no checkpoint (text, random bytes, a truncated archive)."""
+
+
+def load_raw(path: Path, *, allow_pickle: bool = False, mmap: bool = False) -> Any:
+    """Load a checkpoint object: safetensors → dict of tensors, else ``torch.load`` (weights only).
+
+    ``mmap``: memory-map the tensor data of a torch zip archive (cheap when only the names are
+    needed; ignored for the legacy non-zip format). Every failure is a one-line :class:`UserError`:
+    missing or empty file, corrupt data, or a pickle that ``weights_only`` loading refuses (it names
+    the refused class; ``--allow-pickle`` opts in).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes): not a checkpoint; download or copy it again")
     if path.suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
+        return read_safetensors(path)
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):
-            raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt or not a checkpoint)") from exc
+        refused = _refused_global(str(exc))
+        if refused is None and not _is_pickle(path):
+            raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another "
+                            "format)") from exc
         if not allow_pickle:
+            what = f"pickled Python objects ({refused})" if refused else "a pickle stream"
             raise UserError(
-                f"{path} cannot be loaded with weights_only=True (it contains pickled objects). "
-                "If you trust the file, pass --allow-pickle."
+                f"{path} holds {what} that weights_only loading refuses (unpickling can run code). "
+                "If you trust the file, pass --allow-pickle; otherwise use a plain state dict or .safetensors file."
             ) from exc
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except UNREADABLE as exc:
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if isinstance(exc, (RuntimeError, OSError)) and text else ""
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another format"
+                        + (f": {detail})" if detail else ")")) from exc
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors on CPU; a corrupt file is a one-line UserError."""
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+def _refused_global(message: str) -> str | None:
+    """The class or function a weights-only load refused (``posix.system``, ``__main__.Net``), if named."""
+    match = re.search(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", message)
+    if match:
+        return match.group(1) or match.group(2)
+    return "a class outside the allowed tensor types" if "Unsupported global" in message else None
+
+
+def _is_pickle(path: Path) -> bool:
+    """A torch zip archive holding a pickle, or a raw pickle (protocol 2+ starts with the PROTO opcode)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("data.pkl") for name in zf.namelist())
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"
 
 
 def tensors_only(obj: Any, source: Path | str) -> dict[str, torch.Tensor]:
@@ -114,9 +163,15 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     """Read the harness's own format: (state dict, config)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    state = load_file(str(folder / OUR_WEIGHTS), device="cpu")
+    state = read_safetensors(folder / OUR_WEIGHTS)
     cfg_path = folder / OUR_CONFIG
-    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{cfg_path} is not valid JSON ({exc}); it should be the config.json written with "
+                        "the weights") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{cfg_path}: expected a JSON object (the model name, configuration and options)")
     return state, config
 
 

@@ -22,7 +22,10 @@ Masks (:func:`decode_mask`) become boolean (H, W) arrays by an explicit :class:`
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bench.safe_text import path_text
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Default decompression-bomb limit (pixels); raise it per dataset with ``max_pixels=``."""
@@ -56,7 +61,29 @@ class DecodeError(Exception):
 
 
 def _describe(source: Source) -> str:
-    return f"{len(source)} bytes in memory" if isinstance(source, bytes) else str(source)
+    return f"{len(source)} bytes in memory" if isinstance(source, bytes) else path_text(source)
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file (None when it is a non-empty regular file)."""
+    name = path_text(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken symbolic link: {name} -> {path_text(os.readlink(path))} does not exist"
+        return f"file not found: {name}"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"symbolic link loop: {name}"
+        return f"cannot open {name}: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{name} is a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{name} is not a regular file (a FIFO, socket or device)"
+    if info.st_size == 0:
+        return f"zero-byte file: {name}"
+    return None
 
 
 def _open(source: Source, max_pixels: int) -> Image.Image:
@@ -71,10 +98,9 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
             fp: Any = io.BytesIO(source)
         else:
             path = Path(source)
-            if not path.is_file():
-                raise DecodeError(f"file not found: {path}")
-            if path.stat().st_size == 0:
-                raise DecodeError(f"zero-byte file: {path}")
+            problem = _file_problem(path)
+            if problem is not None:
+                raise DecodeError(problem)
             fp = path
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -92,6 +118,8 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
         raise DecodeError(f"{name}: {exc} (raise max_pixels if the file is trusted)") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError(f"{name}: not a recognised image format") from exc
+    except PermissionError as exc:
+        raise DecodeError(f"{name}: permission denied (the file is not readable by this user)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated / corrupt data
         raise DecodeError(f"{name}: corrupt or truncated image ({exc})") from exc
     return img

@@ -77,10 +77,12 @@ class DetectorOutput:
         probs: (B, K) class probabilities in the standard label order.
         mask: optional (B, h, w) forgery probabilities in [0, 1] at any resolution; the base
             class resizes each to its image's size bilinearly.
+        logits: optional (B, L) raw outputs the probabilities come from (see ``Prediction.logits``).
     """
 
     probs: torch.Tensor
     mask: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -106,17 +108,34 @@ def parse_model_name(spec: str) -> tuple[str, str | None]:
     return name, (config or None)
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, or of a directory's files (sorted by relative path)."""
+    """sha256 of a file; of a directory, sha256 over the lines ``"<relative path>\\0<file sha256>\\n"`` of
+    its files sorted by relative path. Each file is read once per process while its (path, size,
+    mtime, inode) is unchanged, so a plugin that hashes its CLIP file and then the whole folder
+    reads the multi-GB file once."""
+    path = Path(path)
+    if not path.is_dir():
+        return _single_file_sha256(path, chunk)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
+    for f in sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix()):
+        rel = f.relative_to(path).as_posix().encode("utf-8", "surrogateescape")
+        digest.update(rel + b"\0" + _single_file_sha256(f, chunk).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _single_file_sha256(path: Path, chunk: int) -> str:
+    info = path.stat()
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
             while block := fh.read(chunk):
                 digest.update(block)
-    return digest.hexdigest()
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
 
 
 class Detector(abc.ABC):
@@ -175,14 +194,16 @@ class Detector(abc.ABC):
         self.options = dict(options)
         self.weights_path: Path | None = None
         self.weights_sha256: str | None = None
-        self.build(self.config, **options)
-        if weights is not None:
-            path = Path(weights).expanduser()
+        path = None if weights is None else Path(weights).expanduser()
+        if path is not None:  # cheap checks first: never build a large network for a missing file
             if not path.exists():
                 raise UserError(
                     f"Weights for {self.name!r} not found: {path}."
                     + (f" {self.weights_help}" if self.weights_help else "")
                 )
+            self.check_weights(path)
+        self.build(self.config, **options)
+        if path is not None:
             self.load_weights(path)
             self.weights_path = path
             self.weights_sha256 = file_sha256(path)
@@ -197,6 +218,12 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def load_weights(self, path: Path) -> None:
         """Load a local checkpoint (official layout, or this harness's safetensors format)."""
+
+    def check_weights(self, path: Path) -> None:
+        """Cheap checks of an existing ``--weights`` path, run before :meth:`build` (default: none).
+
+        Override to refuse a wrong folder (missing companion files, wrong key layout) before a large
+        network is built or a large file is read."""
 
     @abc.abstractmethod
     def preprocess(self, image: np.ndarray) -> Any:
@@ -269,11 +296,12 @@ class Detector(abc.ABC):
                 batch = torch.stack([items[i] for i in idx]).to(self.device)
                 out = self.forward(batch)
                 probs = out.probs.detach().float().cpu().numpy().astype(np.float64)
+                logits = None if out.logits is None else out.logits.detach().double().cpu().numpy()
                 for j, i in enumerate(idx):
                     mask = None
                     if out.mask is not None:
                         mask = resize_mask(out.mask[j], sizes[i], self.mask_interpolation)
-                    results[i] = Prediction(probs=probs[j], mask=mask)
+                    results[i] = Prediction(probs=probs[j], mask=mask, logits=None if logits is None else logits[j])
         return [results[i] for i in range(len(items))]
 
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:

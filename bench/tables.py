@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tabulate import DataRow, TableFormat, tabulate
+
 from bench.errors import UserError
 from bench.evaluation.protocol import CLEAN, TABLE_KINDS
 from bench.evaluation.results import ResultEntry, ResultsFile
@@ -163,8 +165,24 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in text)
 
 
+def _joined(rows: Sequence[Sequence[str]], begin: str, sep: str, end: str) -> list[str]:
+    """Rows as text lines through tabulate, cells unpadded and unparsed (numbers stay as formatted)."""
+    if not rows:
+        return []
+    row = DataRow(begin, sep, end)
+    layout = TableFormat(lineabove=None, linebelowheader=None, linebetweenrows=None, linebelow=None,
+                         headerrow=row, datarow=row, padding=0, with_header_hide=None)
+    return tabulate([list(r) for r in rows], tablefmt=layout, disable_numparse=True, stralign=None,
+                    numalign=None).split("\n")
+
+
 def render(table: Table, fmt_name: str) -> str:
-    """The table as Markdown, LaTeX (booktabs) or CSV text."""
+    """The table as Markdown, LaTeX (booktabs) or CSV text.
+
+    Markdown and LaTeX rows are joined by ``tabulate`` (unpadded pipe / ``&`` rows); the two-level
+    LaTeX header (``\\multicolumn`` groups with ``\\cmidrule``), the caption and the notes are added
+    around them. CSV is written by the standard ``csv`` module (tabulate has no CSV writer).
+    """
     cells, best = table.cells(), table.best()
     columns = table.layout.columns
     if fmt_name == "csv":
@@ -175,12 +193,10 @@ def render(table: Table, fmt_name: str) -> str:
             writer.writerow([label, *["" if c == "–" else c for c in row]])
         return buf.getvalue()
     if fmt_name == "md":
-        lines = [f"**{TITLES[table.kind]}.** {table.caption}", "",
-                 "| Method | " + " | ".join(f"{g} {c}" for g, c, _ in columns) + " |",
-                 "|---|" + "---:|" * len(columns)]
-        for i, ((label, _), row) in enumerate(zip(table.rows, cells)):
-            shown = [f"**{c}**" if i in best[j] else c for j, c in enumerate(row)]
-            lines.append(f"| {label} | " + " | ".join(shown) + " |")
+        header = _joined([["Method", *[f"{g} {c}" for g, c, _ in columns]]], "| ", " | ", " |")
+        body = _joined([[label, *[f"**{c}**" if i in best[j] else c for j, c in enumerate(row)]]
+                        for i, ((label, _), row) in enumerate(zip(table.rows, cells))], "| ", " | ", " |")
+        lines = [f"**{TITLES[table.kind]}.** {table.caption}", "", *header, "|---|" + "---:|" * len(columns), *body]
         lines += [""] + [f"- {n}" for n in table.notes] if table.notes else []
         return "\n".join(lines) + "\n"
     if fmt_name == "latex":
@@ -190,13 +206,14 @@ def render(table: Table, fmt_name: str) -> str:
         for _, cols in groups:
             spans.append(rf"\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
             start += len(cols)
+        end = r" \\"
         lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.caption)}}}",
                  rf"\label{{tab:{table.kind}}}", rf"\begin{{tabular}}{{l{'c' * len(columns)}}}", r"\toprule",
                  rf"Method & {head1} \\", " ".join(spans),
-                 " & " + " & ".join(_latex_escape(c) for _, c, _ in columns) + r" \\", r"\midrule"]
-        for i, ((label, _), row) in enumerate(zip(table.rows, cells)):
-            shown = [rf"\textbf{{{c}}}" if i in best[j] else _latex_escape(c) for j, c in enumerate(row)]
-            lines.append(_latex_escape(label) + " & " + " & ".join(shown) + r" \\")
+                 *_joined([["", *[_latex_escape(c) for _, c, _ in columns]]], "", " & ", end), r"\midrule"]
+        lines += _joined([[_latex_escape(label), *[rf"\textbf{{{c}}}" if i in best[j] else _latex_escape(c)
+                                                   for j, c in enumerate(row)]]
+                          for i, ((label, _), row) in enumerate(zip(table.rows, cells))], "", " & ", end)
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         lines += [f"% {n}" for n in table.notes]
         return "\n".join(lines) + "\n"

@@ -37,6 +37,8 @@ LABEL_NAMES: dict[LabelSpace, tuple[str, ...]] = {
 }
 REAL, FULL_SYNTHETIC, TAMPERED = 0, 1, 2
 FAKE = 1
+PROB_SUM_TOLERANCE = 1e-3
+"""How far a model's class probabilities may sum from 1 (float32 softmax is well within it)."""
 
 
 @dataclass
@@ -86,12 +88,16 @@ class Prediction:
             image the model was given.
         text: optional explanation.
         error: set when the model failed on this image; then ``probs`` is NaN.
+        logits: optional raw network outputs before the probability mapping, float64 (L,), in the
+            model's own head layout (one logit, sigmoid = P(fake), for the single-logit baselines;
+            the class logits otherwise), for comparison with official code; None when not exposed.
     """
 
     probs: np.ndarray
     mask: np.ndarray | None = None
     text: str | None = None
     error: str | None = None
+    logits: np.ndarray | None = None
 
     @classmethod
     def failed(cls, num_classes: int, error: str) -> "Prediction":
@@ -100,3 +106,21 @@ class Prediction:
     @property
     def predicted_class(self) -> int:
         return int(np.argmax(self.probs))
+
+    def problem(self, num_classes: int | None, size: tuple[int, int]) -> str | None:
+        """Why this prediction cannot be scored, or None: ``probs`` not ``num_classes`` finite values in
+        [0, 1] summing to 1 (not checked when ``num_classes`` is None, e.g. a localizer scored through its
+        mask), or a mask that is not a finite (H, W) map in [0, 1] at ``size``."""
+        if num_classes is not None:
+            p = np.asarray(self.probs, dtype=np.float64)
+            if p.shape != (num_classes,):
+                return f"returned probabilities of shape {p.shape}, expected ({num_classes},)"
+            if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1 or abs(p.sum() - 1.0) > PROB_SUM_TOLERANCE:
+                return f"returned probabilities {np.round(p, 6).tolist()} (need finite values in [0, 1] summing to 1)"
+        if self.mask is not None:
+            m = np.asarray(self.mask)
+            if m.shape != tuple(size):
+                return f"returned a mask of shape {m.shape} for an image of {tuple(size)} (H, W)"
+            if m.size and (not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1):
+                return "returned a mask with values that are not finite probabilities in [0, 1]"
+        return None

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
 from bench.checkpoint import load_raw, tensors_only
 from bench.errors import UserError
@@ -64,6 +64,8 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
 DROPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAM_FILE = "sam_vit_h_4b8939.pth"
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+"""Shard indexes of an HF folder, in the order :func:`weight_files` prefers them."""
 CLIP_VISION_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
 
 
@@ -90,10 +92,13 @@ def resolve_dtype(name: str) -> torch.dtype:
 # ---------------------------------------------------------------------- reading files
 def weight_files(folder: Path) -> list[Path]:
     """The weight shards of an HF folder (index json first, then single files, then globbed shards)."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+    for index_name in INDEX_FILES:
         index = folder / index_name
         if index.is_file():
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise UserError(f"{index} has no weight_map object (not a Hugging Face shard index)")
+            names = sorted(set(weight_map.values()))
             files = [folder / n for n in names]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
@@ -111,7 +116,7 @@ def weight_files(folder: Path) -> list[Path]:
 def iter_tensors(files: list[Path], allow_pickle: bool = False) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
     """Yield (file, state) one shard at a time (bounded memory)."""
     for f in files:
-        obj = load_file(str(f), device="cpu") if f.suffix == ".safetensors" else load_raw(f, allow_pickle=allow_pickle)
+        obj = load_raw(f, allow_pickle=allow_pickle)
         yield f, tensors_only(obj, f)
 
 
@@ -127,18 +132,36 @@ def read_official_state(folder: Path, dtype: torch.dtype, allow_pickle: bool = F
     return state
 
 
-def read_clip_tower(folder: Path, clip: ClipConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """CLIP vision weights from a local HF folder → ``vision_tower.*``; sizes checked."""
+CLIP_CONFIG_FIELDS = (("hidden_size", "hidden_size"), ("num_hidden_layers", "num_layers"), ("image_size", "image_size"),
+                      ("patch_size", "patch_size"), ("num_attention_heads", "num_heads"),
+                      ("intermediate_size", "intermediate_size"))
+"""config.json field of a CLIP vision tower → :class:`~sida.config.ClipConfig` field (all must agree)."""
+
+
+def check_clip_tower(folder: Path, clip: ClipConfig) -> ClipConfig:
+    """The tower folder's own sizes (``config.json``), checked against ``clip``, and its weight files
+    present; nothing large is read. Returns ``clip`` with the sizes read from the folder."""
     folder = Path(folder)
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
         raise UserError(f"No config.json in the vision tower folder {folder} (expected openai/clip-vit-large-patch14)")
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_json(cfg_file)
     vcfg = cfg.get("vision_config", cfg)
-    found = (vcfg.get("hidden_size"), vcfg.get("num_hidden_layers"), vcfg.get("image_size"), vcfg.get("patch_size"))
-    wanted = (clip.hidden_size, clip.num_layers, clip.image_size, clip.patch_size)
-    if found != wanted:
-        raise UserError(f"{cfg_file}: CLIP vision sizes (hidden, layers, image, patch) {found} != expected {wanted}")
+    found = {ours: vcfg.get(theirs) for theirs, ours in CLIP_CONFIG_FIELDS}
+    wanted = {ours: getattr(clip, ours) for _, ours in CLIP_CONFIG_FIELDS}
+    bad = [f"{k} {found[k]} (expected {wanted[k]})" for k in wanted if found[k] is not None and found[k] != wanted[k]]
+    absent = [theirs for theirs, ours in CLIP_CONFIG_FIELDS[:4] if found[ours] is None]
+    if bad or absent:
+        raise UserError(f"{cfg_file}: not the CLIP vision tower this SIDA configuration needs: "
+                        + "; ".join(bad + [f"no {a}" for a in absent]) + " (expected openai/clip-vit-large-patch14)")
+    weight_files(folder)
+    return replace(clip, **{k: int(v) for k, v in found.items() if v is not None})
+
+
+def read_clip_tower(folder: Path, clip: ClipConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """CLIP vision weights from a local HF folder → ``vision_tower.*``; sizes checked."""
+    folder = Path(folder)
+    check_clip_tower(folder, clip)
     state = {}
     for _, shard in iter_tensors(weight_files(folder)):
         for key, tensor in shard.items():
@@ -240,22 +263,86 @@ def assign_strict(model: SidaModel, state: dict[str, torch.Tensor], source: Path
     model.load_state_dict(state, strict=True, assign=True)
 
 
-def load_official(
-    folder: Path, base: SidaConfig, tokens: SpecialTokenIds, *, dtype: str = "bf16",
-    vision_tower: Path | None = None, sam_checkpoint: Path | None = None, allow_pickle: bool = False,
-) -> SidaModel:
-    """Build a SidaModel from an official checkpoint folder (+ local CLIP folder and SAM file)."""
+SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+@dataclass(frozen=True)
+class OfficialPlan:
+    """What loading an official folder will read, found by cheap checks (:func:`plan_official_load`)."""
+
+    folder: Path
+    hf: dict[str, object]
+    config: SidaConfig
+    files: list[Path]
+    tower: Path | None
+    sam: Path | None
+    estimate: MemoryEstimate
+
+
+def read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path} is not a readable JSON file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def tensor_names(files: list[Path], allow_pickle: bool = False, index: Path | None = None) -> set[str]:
+    """The tensor names of weight files without reading their data: the shard ``index``'s ``weight_map``
+    when given, else each safetensors header, or a torch archive's pickle with the storages memory-mapped."""
+    if index is not None:
+        weight_map = read_json(index).get("weight_map")
+        return set(weight_map) if isinstance(weight_map, dict) else set()
+    names: set[str] = set()
+    for f in files:
+        if f.suffix == ".safetensors":
+            try:
+                with safe_open(str(f), framework="pt") as handle:
+                    names |= set(handle.keys())
+            except (SafetensorError, OSError) as exc:
+                raise UserError(f"{f} is not a readable safetensors file ({exc})") from exc
+        else:
+            names |= set(tensors_only(load_raw(f, allow_pickle=allow_pickle, mmap=True), f))
+    return names
+
+
+def check_sam(path: Path | None, folder: Path, allow_pickle: bool = False) -> Path:
+    """The SAM file is given, present and in the ``sam_vit_h_4b8939.pth`` layout (keys read memory-mapped)."""
+    if path is None:
+        raise UserError(f"{folder} has no SAM weights: pass sam_checkpoint=PATH to {SAM_FILE} (see docs/sida.md)")
+    path = Path(path)
+    names = tensor_names([path], allow_pickle)
+    if not names or not all(k.startswith(SAM_PREFIXES) for k in names):
+        odd = sorted(k for k in names if not k.startswith(SAM_PREFIXES))[:3]
+        raise UserError(f"{path} is not a SAM checkpoint in the {SAM_FILE} layout (keys {', '.join(SAM_PREFIXES)}*); "
+                        f"found {odd or 'no tensors'}")
+    return path
+
+
+def plan_official_load(
+    folder: Path, base: SidaConfig, *, dtype: str = "bf16", vision_tower: Path | None = None,
+    sam_checkpoint: Path | None = None, allow_pickle: bool = False,
+) -> OfficialPlan:
+    """Every cheap check of an official folder before its weights are read (for 13B, ~27 GB): config.json,
+    tokenizer files, weight shards, the tensor names (CLIP tower and SAM present or given), the tower's own
+    config, the SAM file's keys, and the memory estimate from the real sizes."""
     folder = Path(folder)
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
         raise UserError(f"No config.json in {folder}; expected a SIDA checkpoint folder (see docs/sida.md)")
-    hf = json.loads(cfg_file.read_text())
+    hf = read_json(cfg_file)
     config = config_from_hf(hf, base)
-    estimate = estimate_memory(config, config.llm.vocab_size, dtype)
-    print(f"sida: loading {folder}: {estimate}", file=sys.stderr)
-    torch_dtype = resolve_dtype(dtype)
-    state = read_official_state(folder, torch_dtype, allow_pickle)
-    if not any(k.startswith("vision_tower.") for k in state):
+    resolve_dtype(dtype)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"No tokenizer.json or tokenizer.model in {folder} (expected a SIDA/LISA checkpoint folder)")
+    files = weight_files(folder)
+    index = next((folder / n for n in INDEX_FILES if (folder / n).is_file()), None)
+    names = tensor_names(files, allow_pickle, index)
+    tower = None
+    if not any(k.startswith("model.vision_tower.") for k in names):
         tower = vision_tower or _local_path(hf.get("vision_tower"))
         if tower is None:
             raise UserError(
@@ -263,13 +350,46 @@ def load_official(
                 f"({hf.get('vision_tower')!r}) is not a local folder: pass vision_tower=PATH to a local "
                 "copy of openai/clip-vit-large-patch14 (see docs/sida.md)"
             )
-        state.update(read_clip_tower(tower, config.clip, torch_dtype))
-    if not any(k.startswith("visual_model.") for k in state):
-        if sam_checkpoint is None:
-            raise UserError(f"{folder} has no SAM weights: pass sam_checkpoint=PATH to {SAM_FILE} (see docs/sida.md)")
-        state.update(read_sam(sam_checkpoint, torch_dtype, allow_pickle))
-    model = empty_model(config, tokens, config.llm.vocab_size)
-    assign_strict(model, state, folder)
+        config = replace(config, clip=check_clip_tower(tower, config.clip))
+    has_sam = any(k.startswith("model.visual_model.") for k in names)
+    sam = None if has_sam else check_sam(sam_checkpoint, folder, allow_pickle)
+    estimate = estimate_memory(config, config.llm.vocab_size, dtype)
+    return OfficialPlan(folder, hf, config, files, tower, sam, estimate)
+
+
+def memory_warning(estimate: MemoryEstimate) -> str | None:
+    """A warning when the weights alone exceed the memory available now (psutil), else None."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if estimate.bytes <= available:
+        return None
+    return (f"sida: warning: the weights need about {estimate.bytes / 2**30:.1f} GiB but only "
+            f"{available / 2**30:.1f} GiB of memory is available; loading may swap or be killed (try dtype=bf16)")
+
+
+def load_official(
+    folder: Path, base: SidaConfig, tokens: SpecialTokenIds, *, dtype: str = "bf16",
+    vision_tower: Path | None = None, sam_checkpoint: Path | None = None, allow_pickle: bool = False,
+    plan: OfficialPlan | None = None,
+) -> SidaModel:
+    """Build a SidaModel from an official checkpoint folder (+ local CLIP folder and SAM file).
+
+    The cheap checks of :func:`plan_official_load` run first (pass ``plan`` when already made)."""
+    plan = plan or plan_official_load(folder, base, dtype=dtype, vision_tower=vision_tower,
+                                      sam_checkpoint=sam_checkpoint, allow_pickle=allow_pickle)
+    print(f"sida: loading {plan.folder}: {plan.estimate}", file=sys.stderr)
+    warning = memory_warning(plan.estimate)
+    if warning:
+        print(warning, file=sys.stderr)
+    torch_dtype = resolve_dtype(dtype)
+    state = read_official_state(plan.folder, torch_dtype, allow_pickle)
+    if plan.tower is not None:
+        state.update(read_clip_tower(plan.tower, plan.config.clip, torch_dtype))
+    if plan.sam is not None:
+        state.update(read_sam(plan.sam, torch_dtype, allow_pickle))
+    model = empty_model(plan.config, tokens, plan.config.llm.vocab_size)
+    assign_strict(model, state, plan.folder)
     return model
 
 

@@ -38,7 +38,7 @@ from bench.model import Capability, Detector, InputPolicy, TrainOptions
 from bench.types import TAMPERED, LabelSpace, Prediction
 from sida import prompts
 from sida.batch import SidaBatch
-from sida.checkpoint_map import assign_strict, estimate_memory, load_official, resolve_dtype
+from sida.checkpoint_map import assign_strict, estimate_memory, load_official, plan_official_load, resolve_dtype
 from sida.config import CLIP_MEAN, CLIP_STD, CONFIGS, SidaConfig
 from sida.losses import PRESET_NAMES
 from sida.model import SidaModel
@@ -142,10 +142,11 @@ class SidaDetector(Detector):
             return
         if not path.is_dir():
             raise UserError(f"SIDA weights must be a checkpoint folder, got the file {path}. {self.weights_help}")
+        plan = plan_official_load(path, self.config, dtype=self.dtype_name, vision_tower=self.vision_tower,
+                                  sam_checkpoint=self.sam_checkpoint, allow_pickle=self.allow_pickle)
         tokenizer = load_tokenizer(path, description=self.config.description)
         net = load_official(path, self.config, special_token_ids(tokenizer), dtype=self.dtype_name,
-                            vision_tower=self.vision_tower, sam_checkpoint=self.sam_checkpoint,
-                            allow_pickle=self.allow_pickle)
+                            allow_pickle=self.allow_pickle, plan=plan)
         self._install(net, tokenizer)
 
     def _load_ours(self, path: Path) -> None:
@@ -220,11 +221,12 @@ class SidaDetector(Detector):
             # One LM pass: the [CLS] state sees only the prompt (causal), so the teacher-forced
             # "... tampered [SEG]" answer does not change detection; SAM runs only where needed.
             out = net(batch, mask_for=mask_for)
+            logits = out.cls_logits.double().cpu().numpy()
             probs = torch.softmax(out.cls_logits.double(), dim=-1).cpu().numpy()
             masks = [torch.sigmoid(m[0].float()).cpu().numpy().astype(np.float32) if len(m) else None
                      for m in out.pred_masks]
             texts = self._texts(items, probs.argmax(axis=1)) if self.explain else [None] * len(items)
-        return [Prediction(probs=probs[i], mask=masks[i], text=texts[i]) for i in range(len(items))]
+        return [Prediction(probs=probs[i], mask=masks[i], text=texts[i], logits=logits[i]) for i in range(len(items))]
 
     def _texts(self, items: Sequence[SidaInput], predicted: np.ndarray) -> list[str | None]:
         if self.text_mode == "template":

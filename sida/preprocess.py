@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from bench.image_size import check_long_side_resize, check_resized_size
 from sida.config import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
 
 
@@ -43,6 +44,7 @@ def check_rgb_uint8(image: np.ndarray) -> None:
 def sam_input(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """RGB uint8 (H, W, 3) → ((3, size, size) float32 normalised and padded, resized (h, w))."""
     check_rgb_uint8(image)
+    check_long_side_resize(f"SIDA SAM input (ResizeLongestSide {size})", image.shape[:2], size)
     resized = ResizeLongestSide(size).apply_image(image)
     h, w = resized.shape[:2]
     x = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float()
@@ -60,6 +62,7 @@ def clip_input(image: np.ndarray, size: int) -> torch.Tensor:
     short, long = (h, w) if h <= w else (w, h)
     new_short, new_long = size, int(size * long / short)
     new_h, new_w = (new_short, new_long) if h <= w else (new_long, new_short)
+    check_resized_size(f"SIDA CLIP input (shorter side to {size}, centre crop)", (h, w), (new_h, new_w))
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), resample=Image.Resampling.BICUBIC))
     top = max(int((new_h - size) / 2.0), 0) if new_h > size else 0
     left = max(int((new_w - size) / 2.0), 0) if new_w > size else 0

@@ -246,10 +246,12 @@ def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_runs_the_three_protocols_end_to_end(sid_mini_root, tmp_path):
     from bench.cli import main
 
-    for protocol in ("sid_mini_detection", "dmimage_mini_cross", "sid_mini_robustness"):
+    # --data-root only for the protocol's own dataset (another one is refused as a likely typo)
+    for protocol, dataset in (("sid_mini_detection", "sid_mini"), ("dmimage_mini_cross", "dmimage_mini"),
+                              ("sid_mini_robustness", "sid_mini")):
         out = tmp_path / protocol
-        assert main(["run", protocol, "--model", "fusing:tiny", "--data-root", f"sid_mini={sid_mini_root}",
-                     "--data-root", f"dmimage_mini={sid_mini_root}", "--limit", "6", "--out", str(out)]) == 0
+        assert main(["run", protocol, "--model", "fusing:tiny", "--data-root", f"{dataset}={sid_mini_root}",
+                     "--limit", "6", "--out", str(out)]) == 0
         entries = json.loads((out / "results.json").read_text())["entries"]
         assert entries and all(e["n_errors"] == 0 and e["n"] > 0 for e in entries)
 

@@ -3,6 +3,8 @@ the crop-only CLIP preprocessing, and the frozen backbone / fc-only checkpoints.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import open_clip
 import pytest
@@ -115,3 +117,83 @@ def test_tiny_uses_a_fixed_frozen_dct_patch_embedding():
     assert torch.equal(conv.weight, dct_patch_filters(4, 64, 0.1, 4.0))
     assert not conv.weight.requires_grad
     assert UnivFD.configs["default"].dct_patch_gains is None
+
+
+OPENAI_FP16_TENSORS = ("conv1.weight", ".attn.in_proj_weight", ".attn.in_proj_bias", ".attn.out_proj.weight",
+                       ".attn.out_proj.bias", ".mlp.c_fc.weight", ".mlp.c_fc.bias", ".mlp.c_proj.weight",
+                       ".mlp.c_proj.bias")
+"""Image-tower tensors OpenAI's convert_weights stores in fp16 (Conv/Linear, MultiheadAttention in_proj), plus `proj`."""
+
+
+def _openai_rounded(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official build_model + clip.load(device="cpu") precision, by key name (independent of our module walk)."""
+    def rounded(key: str) -> bool:
+        return key == "visual.proj" or (key.startswith("visual.") and key.endswith(OPENAI_FP16_TENSORS))
+
+    return {k: v.half().float() if rounded(k) else v for k, v in state.items()}
+
+
+def test_fp32_clip_file_is_rounded_like_openai_build_model(tmp_path):
+    """An fp32 CLIP state dict gives the official logits: the tensors convert_weights stores in fp16 are
+    rounded, the embeddings and LayerNorms are not."""
+    fp32 = {k: v.float() + 1e-3 * torch.randn(v.shape, generator=torch.Generator().manual_seed(i))
+            for i, (k, v) in enumerate(_openai_state(3).items())}  # values that are not fp16-representable
+    folder = tmp_path / "r"
+    folder.mkdir()
+    save_file(fp32, str(folder / "open_clip_model.safetensors"))
+    fc = {"weight": torch.randn(1, TINY.embed_dim, generator=torch.Generator().manual_seed(9)), "bias": torch.zeros(1)}
+    torch.save(fc, folder / "fc_weights.pth")
+    model = create_model("univfd:tiny", weights=folder)
+    official = _openai_rounded(fp32)
+    ours = model.network.visual.state_dict()
+    for key, value in ours.items():
+        torch.testing.assert_close(value, official["visual." + key], atol=0, rtol=0, msg=key)
+    assert not torch.equal(ours["ln_pre.weight"], fp32["visual.ln_pre.weight"].half().float())  # kept in fp32
+    assert not torch.equal(ours["conv1.weight"], fp32["visual.conv1.weight"])  # rounded
+
+    reference = build_model_from_openai_state_dict(dict(official), quick_gelu=True).float().eval()
+    x = torch.stack([model.preprocess(np.random.default_rng(s).integers(0, 256, (70, 70, 3), dtype=np.uint8))
+                     for s in range(2)])
+    with torch.inference_mode():
+        expected = reference.encode_image(x) @ fc["weight"].T + fc["bias"]
+        torch.testing.assert_close(model.logits(x), expected, atol=1e-5, rtol=0)
+
+
+def test_clip_problems_are_found_before_the_tower_is_built_and_the_file_is_hashed_once(tmp_path, monkeypatch):
+    import baselines.univfd as univfd
+    import bench.model
+
+    _write_release(tmp_path / "r")
+    (tmp_path / "r" / "open_clip_model.safetensors").unlink()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the ViT was built before the missing CLIP file was noticed")
+
+    with monkeypatch.context() as m:
+        m.setattr(univfd, "UnivFDNet", no_build)
+        with pytest.raises(UserError, match="expected exactly one CLIP file"):
+            create_model("univfd:tiny", weights=tmp_path / "r")
+        with pytest.raises(UserError, match="CLIP weights not found"):
+            create_model("univfd:tiny", weights=tmp_path / "r" / "fc_weights.pth", clip_weights=tmp_path / "none.pt")
+        with pytest.raises(UserError, match="needs the CLIP"):
+            create_model("univfd:tiny", weights=tmp_path / "r" / "fc_weights.pth")
+        hf_layout = tmp_path / "r" / "hf.safetensors"
+        save_file({"vision_model.embeddings.patch_embedding.weight": torch.zeros(2, 3, 1, 1)}, str(hf_layout))
+        with pytest.raises(UserError, match="timm/Hugging Face key names"):
+            create_model("univfd:tiny", weights=tmp_path / "r")
+        hf_layout.unlink()
+
+    _write_release(tmp_path / "r")
+    clip = (tmp_path / "r" / "open_clip_model.safetensors").resolve()
+    opened = []
+    real_open = open
+
+    def counting_open(file, *args, **kwargs):
+        if Path(file).resolve() == clip:
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    bench.model._FILE_DIGESTS.clear()
+    monkeypatch.setattr(bench.model, "open", counting_open, raising=False)
+    model = create_model("univfd:tiny", weights=tmp_path / "r")
+    assert len(opened) == 1 and model.weights_sha256 and model.clip_sha256

@@ -67,3 +67,51 @@ def test_missing_and_corrupt_files(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
         load_raw(bad)
+
+
+class Payload:
+    """A pickle that would run code (``os.system``) if fully unpickled."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo should-never-run",))
+
+
+def test_code_pickle_is_refused_with_the_refused_global_and_allow_pickle(tmp_path):
+    path = tmp_path / "payload.pth"
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(UserError) as info:
+        load_raw(path)
+    msg = str(info.value)
+    assert "pickled Python objects (posix.system)" in msg and "weights_only" in msg and "--allow-pickle" in msg
+    assert "corrupt" not in msg and "\n" not in msg
+
+
+def test_raw_pickle_stream_names_allow_pickle(tmp_path):
+    import pickle
+
+    path = tmp_path / "raw.pkl"
+    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    with pytest.raises(UserError, match="holds a pickle stream that weights_only loading refuses.*--allow-pickle"):
+        load_raw(path)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello world", bytes(range(256)) * 8, b"PK\x03\x04" + b"\x00" * 64, b"\x80\x02}q\x00"])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_garbage_files_are_one_line_user_errors(tmp_path, data, suffix):
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(UserError) as info:
+        load_raw(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_own_format_with_corrupt_files(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"garbage!" * 4)
+    with pytest.raises(UserError, match="not a readable safetensors file"):
+        load_checkpoint(tmp_path)
+    save_checkpoint(tmp_path, torch.nn.Linear(2, 1).state_dict(), {"model": "x"})
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="config.json is not valid JSON"):
+        load_checkpoint(tmp_path)

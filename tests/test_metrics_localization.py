@@ -189,8 +189,6 @@ def test_sida_legacy_by_hand() -> None:
     recall = [1 / 2, 0 / 1, 1 / 2]
     assert r["legacy_auc_approx"] == pytest.approx(np.mean(precision) * np.mean(recall))
     assert r["n_tampered"] == 2
-    with pytest.raises(UserError, match="tampered image 0"):
-        create_metric("sida_legacy").update(np.array([2]), probs[:1], [None], [None])
 
 
 def _f1(tp: float, fp: float, fn: float) -> float:
@@ -296,3 +294,51 @@ def test_pred_resize_matches_torch_interpolate(mode: str) -> None:
 def test_new_convention_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(UserError, match=match):
         create_metric("localization", **kwargs)
+
+
+
+
+def test_sida_legacy_records_unscorable_tampered_images() -> None:
+    """A tampered image without a ground-truth mask (or with a prediction of another shape) is left out
+    of cIoU/gIoU and counted; one without a predicted mask scores as an empty prediction. Never raises."""
+    gt = np.zeros((4, 4), bool)
+    gt[:2] = True  # 8 px
+    pred = np.zeros((4, 4))
+    pred[:1] = 0.9  # 4 px inside the gt -> I=4, U=8
+    labels = np.array([2, 2, 2, 2, 0])
+    probs = np.tile([0.1, 0.1, 0.8], (5, 1))
+    m = create_metric("sida_legacy")
+    m.update(labels, probs, [gt, None, gt, gt, None], [pred, pred, None, np.zeros((3, 3)), None])
+    r = m.compute()
+    # scored: #0 (I=4, U=8) and #2 (empty prediction: I=0, U=8); #1 no gt; #3 shape mismatch
+    assert r["legacy_ciou"] == pytest.approx(4 / (16 + 1e-10))
+    assert r["legacy_giou"] == pytest.approx((4 / (8 + 1e-5) + 0.0) / 2)
+    assert r["legacy_accuracy"] == pytest.approx(4 / 5)
+    assert (r["n_tampered"], r["n_tampered_without_gt_mask"], r["n_tampered_mask_shape_mismatch"],
+            r["n_tampered_without_pred_mask"]) == (2, 1, 1, 1)
+    empty = create_metric("sida_legacy")
+    empty.update(np.array([2]), probs[:1], [None], [None])
+    assert np.isnan(empty.compute()["legacy_ciou"]) and empty.compute()["n_tampered_without_gt_mask"] == 1
+
+
+def test_sida_legacy_from_stored_statistics_follows_the_same_rules() -> None:
+    """The streaming path (per-image statistics as the store keeps them: no statistic where the two
+    masks differ in shape, every pixel at code 0 without a prediction) gives what ``update`` gives."""
+    from bench.evaluation.store import level_values, mask_stats, quantise_mask
+
+    gt = np.zeros((4, 4), bool)
+    gt[:2] = True
+    pred = np.zeros((4, 4))
+    pred[:1] = 0.9
+    labels = np.array([2, 2, 2, 2, 0])
+    probs = np.tile([0.1, 0.1, 0.8], (5, 1))
+    gts, preds = [gt, None, gt, gt, None], [pred, pred, None, np.zeros((3, 3)), None]
+    direct = create_metric("sida_legacy")
+    direct.update(labels, probs, gts, preds)
+    stats = [mask_stats(quantise_mask(pred), gt), mask_stats(quantise_mask(pred), None), mask_stats(None, gt),
+             None, None]
+    streamed = create_metric("sida_legacy")
+    streamed.update_stats(labels, probs, stats, level_values(), has_gt=[g is not None for g in gts],
+                          has_pred=[p is not None for p in preds])
+    assert streamed.compute() == pytest.approx(direct.compute(), nan_ok=True)
+    assert streamed.compute()["n_tampered_without_pred_mask"] == 1

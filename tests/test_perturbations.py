@@ -138,7 +138,7 @@ def test_crop_co_transforms_the_mask_and_is_seeded() -> None:
     center, cmask = create_perturbation("crop", fraction=0.5)(img, rect_mask(), np.random.default_rng(0))
     np.testing.assert_array_equal(center, img[12:36, 16:48])
     np.testing.assert_array_equal(cmask, rect_mask()[12:36, 16:48])
-    with pytest.raises(ValueError, match="larger than the image"):
+    with pytest.raises(ValueError, match=r"crop 100x100 cannot handle a 48x64 \(HxW\) image: it needs at least 100x100 pixels"):
         create_perturbation("crop", size=100)(img, None, np.random.default_rng(0))
 
 

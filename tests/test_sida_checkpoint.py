@@ -145,3 +145,53 @@ def test_memory_estimate_of_the_released_sizes() -> None:
     assert 12.8e9 < thirteen.parts["LLaMA"] < 13.3e9
     assert seven.bytes == 2 * seven.total and "bf16" in str(seven)
     assert estimate_memory(TINY, 1004, "fp32").bytes == 4 * estimate_memory(TINY, 1004, "fp32").total
+
+
+@pytest.mark.parametrize("problem", ["no_tower", "tower_sizes", "tower_heads", "no_tokenizer", "no_sam", "bad_sam",
+                                     "bad_config"])
+def test_cheap_checks_run_before_the_checkpoint_is_read(writer: SidaDetector, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, problem: str) -> None:
+    """Tower config, tokenizer files and SAM keys are checked before the (for 13B, ~27 GB) weights are read."""
+    import sida.checkpoint_map as cm
+
+    folder, clip = write_official(writer, tmp_path, drop_sam=problem in ("no_sam", "bad_sam"))
+    options: dict = {"vision_tower": clip, "sam_checkpoint": tmp_path / "sam_vit_h_4b8939.pth"}
+    expected = {"no_tower": "vision_tower=PATH", "tower_sizes": r"hidden_size 999 \(expected",
+                "tower_heads": r"num_heads 7 \(expected", "no_tokenizer": "No tokenizer.json or tokenizer.model",
+                "no_sam": "sam_checkpoint=PATH", "bad_sam": "not a SAM checkpoint", "bad_config": "not a readable JSON"}
+    cfg_file = clip / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    if problem == "no_tower":
+        options.pop("vision_tower")
+    elif problem in ("tower_sizes", "tower_heads"):
+        cfg.update({"hidden_size": 999} if problem == "tower_sizes" else {"num_attention_heads": 7})
+        cfg_file.write_text(json.dumps(cfg))
+    elif problem == "no_tokenizer":
+        for name in ("tokenizer.json", "tokenizer.model"):
+            (folder / name).unlink(missing_ok=True)
+    elif problem == "no_sam":
+        options.pop("sam_checkpoint")
+    elif problem == "bad_sam":
+        torch.save({"encoder.weight": torch.zeros(1)}, tmp_path / "sam_vit_h_4b8939.pth")
+    elif problem == "bad_config":
+        (folder / "config.json").write_text("{")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was read before a cheap check failed")
+
+    monkeypatch.setattr(cm, "read_official_state", never)
+    monkeypatch.setattr(cm, "read_clip_tower", never)
+    with pytest.raises(UserError, match=expected[problem]):
+        create_model("sida:tiny", weights=folder, **options)
+
+
+def test_plan_reads_tensor_names_only_and_estimates_from_the_tower_config(writer: SidaDetector, tmp_path: Path) -> None:
+    from sida.checkpoint_map import plan_official_load, tensor_names
+
+    folder, clip = write_official(writer, tmp_path, drop_sam=True)
+    plan = plan_official_load(folder, TINY, dtype="fp32", vision_tower=clip, sam_checkpoint=tmp_path / "sam_vit_h_4b8939.pth")
+    assert plan.tower == clip and plan.sam is not None
+    assert plan.config.clip == writer.net.config.clip
+    assert plan.estimate.total == sum(p.numel() for p in writer.net.parameters())
+    names = tensor_names([folder / "pytorch_model.bin"])
+    assert names == set(torch.load(folder / "pytorch_model.bin", weights_only=True))

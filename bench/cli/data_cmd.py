@@ -26,6 +26,7 @@ from rich.table import Table
 
 from bench.errors import UserError
 from bench.progress import track
+from bench.safe_text import path_text
 
 MAX_LISTED_PROBLEMS = 20
 
@@ -102,7 +103,7 @@ def summarize(dataset: Any) -> dict[str, Any]:
     info = dataset.describe()
     return {
         "dataset": dataset.name,
-        "root": str(dataset.root),
+        "root": path_text(dataset.root),
         "split": dataset.split,
         "label_space": dataset.label_space.value,
         "total": sum(labels.values()),
@@ -111,6 +112,7 @@ def summarize(dataset: Any) -> dict[str, Any]:
         "masks": {"found": masks_found, "missing": info["problems"].get("masks_missing", 0)},
         "problems": info["problems"],
         "listing": info.get("listing", {}),
+        "listing_names": info.get("listing_names", {}),
         "policies": info.get("policies", {}),
         "errors": errors,
         "notes": notes,
@@ -137,6 +139,9 @@ def _print_summary(report: dict[str, Any]) -> None:
     for kind, count in {**report["listing"], **report["problems"]}.items():
         problems.add_row(kind, str(count))
     console.print(problems)
+    for kind, names_of_kind in report["listing_names"].items():
+        for name in names_of_kind[:MAX_LISTED_PROBLEMS]:
+            console.print(f"  {kind}: {name}", markup=False)
     for err in report["errors"][:MAX_LISTED_PROBLEMS]:
         console.print(f"  error {err['id']}: {err['error']}", markup=False)
     if len(report["errors"]) > MAX_LISTED_PROBLEMS:

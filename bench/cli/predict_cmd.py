@@ -1,14 +1,18 @@
-"""``sida-bench predict --model NAME[:CONFIG] [--weights PATH] [--explain] --out DIR IMAGE...``.
+"""``sida-bench predict --model NAME[:CONFIG] [--weights PATH] [--explain] [--json] [--save-mask-npy] --out DIR IMAGE...``.
 
 Works for every model plugin. Per image it writes into ``--out``:
 - ``<stem>.json``: the verdict (the most probable class), the class probabilities by name, the
-  label space, the model identity, and ``mask_fraction`` (share of pixels with p ≥ 0.5) when a
-  mask was made; or ``error`` when the image could not be decoded or predicted;
+  raw ``logits`` (the model's own head outputs, e.g. one logit with sigmoid = P(fake) for the
+  CNNDetection family; ``null`` for a model that exposes none), the label space, the model
+  identity, and ``mask_fraction`` (share of pixels with p ≥ 0.5) when a mask was made; or
+  ``error`` when the image could not be decoded or predicted;
 - ``<stem>_mask.png``: forgery probabilities as 8-bit grey (0 = 0.0, 255 = 1.0), at the image's size;
+- ``<stem>_mask.npy`` (``--save-mask-npy``): the same probabilities as float32 (H, W), unrounded;
 - ``<stem>_overlay.png``: the image with 50 % red where the probability is ≥ 0.5 (as ``chat.py``);
 - ``<stem>_explanation.txt``: the model's text (``--explain``, models that can explain).
 A bad image is reported in its JSON and on stderr; the other images are still predicted, and the
-exit status is 1 when any image failed.
+exit status is 1 when any image failed. ``--json`` prints each image's record as one JSON line on
+stdout (instead of the one-line summary), errors included.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from PIL import Image
 
 from bench.cli.common import add_model_args, parse_model_options
 from bench.errors import UserError
+from bench.safe_text import path_text, printable
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,6 +37,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--explain", action="store_true", help="also write the model's explanation (models that explain)")
+    p.add_argument("--json", action="store_true", help="print each image's record (verdict, probabilities, logits) "
+                                                       "as one JSON line on stdout")
+    p.add_argument("--save-mask-npy", action="store_true",
+                   help="also write the float32 mask as <stem>_mask.npy (the PNG is 8-bit)")
     p.set_defaults(handler=handle)
 
 
@@ -40,9 +49,10 @@ def unique_stems(paths: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     stems = []
     for path in paths:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
+        stem = printable(path.stem)  # output files get valid UTF-8 names (\xNN for undecodable bytes)
+        count = seen.get(stem, 0) + 1
+        seen[stem] = count
+        stems.append(stem if count == 1 else f"{stem}-{count}")
     return stems
 
 
@@ -59,7 +69,8 @@ def handle(args: argparse.Namespace) -> int:
     identity = {"model": model.name, "config": model.config_name, "weights": model.weights_sha256}
     failures = 0
     for path, stem in zip(args.images, unique_stems(args.images)):
-        record: dict[str, Any] = {"image": str(path), **identity, "label_space": model.label_space.value}
+        shown = path_text(path)
+        record: dict[str, Any] = {"image": shown, **identity, "label_space": model.label_space.value}
         try:
             image = decode_image(path)
             pred = model.predict([image])[0]
@@ -67,21 +78,31 @@ def handle(args: argparse.Namespace) -> int:
                 raise ValueError(pred.error)
         except (DecodeError, ValueError, RuntimeError) as exc:
             failures += 1
-            record["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            message = printable(str(exc))
+            record["error"] = message if shown in message else f"{shown}: {message}"
             print(f"error: {record['error']}", file=sys.stderr)
             _write_json(args.out / f"{stem}.json", record)
+            if args.json:
+                print(json.dumps(record), flush=True)
             continue
         record["verdict"] = names[pred.predicted_class]
         record["probabilities"] = {n: float(p) for n, p in zip(names, pred.probs)}
+        record["logits"] = None if pred.logits is None else [float(v) for v in np.ravel(pred.logits)]
         if pred.mask is not None:
             record["mask_fraction"] = float((pred.mask >= 0.5).mean())
             grey = np.clip(np.round(pred.mask * 255.0), 0, 255).astype(np.uint8)
             Image.fromarray(grey).save(args.out / f"{stem}_mask.png")
             Image.fromarray(overlay(image, pred.mask)).save(args.out / f"{stem}_overlay.png")
+            if args.save_mask_npy:
+                np.save(args.out / f"{stem}_mask.npy", np.asarray(pred.mask, dtype=np.float32), allow_pickle=False)
+                record["mask_npy"] = f"{stem}_mask.npy"
         if pred.text is not None:
             (args.out / f"{stem}_explanation.txt").write_text(pred.text + "\n", encoding="utf-8")
         _write_json(args.out / f"{stem}.json", record)
-        print(f"{path}: {record['verdict']} " + " ".join(f"{n}={p:.3f}" for n, p in record["probabilities"].items()))
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{shown}: {record['verdict']} " + " ".join(f"{n}={p:.3f}" for n, p in record["probabilities"].items()))
     return 1 if failures else 0
 
 

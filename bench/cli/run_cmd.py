@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def handle(args: argparse.Namespace) -> int:
     from bench.cli.compose import run_and_score
     from bench.evaluation.protocol import load_protocol
+    from bench.evaluation.runner import check_data_roots
     from bench.evaluation.sharding import init_distributed, parse_shard, torchrun_shard
-    from bench.plugins import create_model
 
     shard = parse_shard(args.shard) if args.shard else None
     if shard is not None and torchrun_shard() is not None:
@@ -46,11 +46,12 @@ def handle(args: argparse.Namespace) -> int:
     if torchrun_shard() is not None:
         init_distributed(args.device)  # before the model is placed: each rank on its own GPU
     protocol = load_protocol(args.protocol)
-    model = create_model(args.model, weights=args.weights, device=args.device, allow_pickle=args.allow_pickle,
-                         **parse_model_options(args.option))
-    results = run_and_score(
-        protocol, model, args.out, device=args.device,
-        allow_pickle=args.allow_pickle, data_roots=parse_data_roots(args.data_root), limit=args.limit,
+    roots = parse_data_roots(args.data_root)
+    check_data_roots(protocol, roots)
+    options = parse_model_options(args.option)
+    results = run_and_score(  # the model is created after the datasets are listed
+        protocol, args.model, args.out, weights=args.weights, device=args.device, model_options=options,
+        allow_pickle=args.allow_pickle, data_roots=roots, limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, resume=args.resume, flush_every=args.flush_every,
         shard=shard,
     )

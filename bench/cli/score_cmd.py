@@ -43,6 +43,8 @@ def parse_metric_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 def handle(args: argparse.Namespace) -> int:
     from bench.cli.compose import score_and_write, score_predictions_file
+    from bench.evaluation.protocol import load_protocol
+    from bench.evaluation.runner import check_data_roots
 
     options = parse_metric_options(args.metric_option)
     if (args.run_dir is None) == (args.predictions is None):
@@ -56,8 +58,10 @@ def handle(args: argparse.Namespace) -> int:
             raise UserError("--predictions FILE needs --protocol P")
         if options:
             raise UserError("--metric-option applies to RUN_DIR; put metric parameters in the protocol")
-        results = score_predictions_file(args.predictions, args.protocol, args.out,
-                                         data_roots=parse_data_roots(args.data_root), name=args.name)
+        protocol = load_protocol(args.protocol)
+        roots = parse_data_roots(args.data_root)
+        check_data_roots(protocol, roots)
+        results = score_predictions_file(args.predictions, protocol, args.out, data_roots=roots, name=args.name)
     print(f"{args.out / 'results.json'}: {len(results.entries)} result groups, "
           f"{sum(e.n for e in results.entries)} predictions")
     return 0

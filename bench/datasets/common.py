@@ -8,6 +8,7 @@ decoding and turns every decoding problem into a per-sample error or a counted n
 from __future__ import annotations
 
 import abc
+import stat
 from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from bench.datasets.base import Dataset
 from bench.decode import DEFAULT_MAX_PIXELS, DecodeError, MaskPolicy, Source, decode_image, decode_mask
 from bench.errors import UserError
+from bench.safe_text import path_text, printable
 from bench.types import TAMPERED, LabelSpace, Sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -33,27 +35,89 @@ PROBLEM_KINDS = (
 )
 
 
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+MAX_LISTED_NAMES = 20
+"""How many names of each listing problem ``describe()`` records (all are counted)."""
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (empty when the folder is absent)."""
+@dataclass
+class ListingLog:
+    """Directory entries a listing did not turn into a readable image, by kind, with their names.
+
+    Kinds: ``unreadable_files`` (an image-like name that is no readable regular file: a broken
+    symbolic link, a symlink loop, a FIFO...; still listed as a sample, whose decoding then fails
+    with the reason), ``skipped_not_image`` (an extension outside :data:`IMAGE_EXTENSIONS`),
+    ``skipped_hidden`` (names starting with ``.``, e.g. macOS ``._*`` files), ``skipped_folders``
+    (a folder inside a flat image folder); plugins add their own (e.g. SID-Set's ``masks_without_image``).
+    """
+
+    names: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, path: Path | str) -> None:
+        self.names.setdefault(kind, []).append(path_text(path))
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(names) for kind, names in self.names.items()}
+
+    def examples(self) -> dict[str, list[str]]:
+        return {kind: names[:MAX_LISTED_NAMES] for kind, names in self.names.items()}
+
+
+def entry_kind(path: Path) -> str:
+    """``"image"``, ``"unreadable"`` (image-like name, no readable regular file), ``"hidden"``,
+    ``"not_image"`` or ``"folder"``; symbolic links are followed."""
+    if path.name.startswith("."):
+        return "hidden"
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # broken symbolic link, symlink loop, vanished entry
+        return "unreadable" if path.suffix.lower() in IMAGE_EXTENSIONS else "not_image"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return "not_image"
+    return "image" if stat.S_ISREG(mode) else "unreadable"
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise UserError(f"cannot list the folder {path_text(folder)}: {exc.strerror or exc}") from exc
+
+
+def _keep_image(path: Path, kind: str, log: ListingLog | None, folders: bool = True) -> bool:
+    """Whether a listing keeps ``path`` as a sample; everything else is logged by kind."""
+    if kind in ("image", "unreadable"):
+        if kind == "unreadable" and log is not None:
+            log.add("unreadable_files", path)
+        return True
+    if log is not None and (folders or kind != "folder"):
+        log.add(f"skipped_{kind if kind != 'folder' else 'folders'}", path)
+    return False
+
+
+def list_images(folder: Path, log: ListingLog | None = None) -> list[Path]:
+    """Image-like entries directly inside ``folder``, sorted by name (empty when the folder is absent).
+
+    Entries that look like images but cannot be read (broken links, loops) are kept, so they become
+    samples with a decoding error, and logged; other entries are logged as skipped (see :class:`ListingLog`).
+    """
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: p.name)
+    return [p for p in _children(folder) if _keep_image(p, entry_kind(p), log)]
 
 
 def list_subdirs(folder: Path) -> list[Path]:
-    """Visible sub-folders of ``folder``, sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    """Visible sub-folders of ``folder``, sorted by name (files there are not samples in any layout)."""
+    return [p for p in _children(folder) if entry_kind(p) == "folder"]
 
 
-def list_images_recursive(folder: Path) -> list[Path]:
-    """Image files anywhere below ``folder``, sorted by relative path."""
+def list_images_recursive(folder: Path, log: ListingLog | None = None) -> list[Path]:
+    """Image-like entries anywhere below ``folder``, sorted by relative path (see :func:`list_images`)."""
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.rglob("*") if is_image_file(p)), key=lambda p: p.relative_to(folder).as_posix())
+    return sorted((p for p in folder.rglob("*") if _keep_image(p, entry_kind(p), log, folders=False)),
+                  key=lambda p: p.relative_to(folder).as_posix())
 
 
 @dataclass
@@ -169,6 +233,7 @@ class ListedDataset(Dataset):
         decoder_opts, self.extra = split_options(options, self.extra_options)
         self.decoder = SampleDecoder(**decoder_opts)
         self.listing_problems: dict[str, int] = {}
+        self.listing_log = ListingLog()
         self._entries: list[Entry] | None = None
 
     @abc.abstractmethod
@@ -180,7 +245,10 @@ class ListedDataset(Dataset):
         if self._entries is None:
             if not self.root.exists():
                 raise UserError(f"Dataset {self.name!r}: root {self.root} does not exist")
-            self._entries = disambiguate(self._list())
+            self.listing_log = ListingLog()
+            entries = self._list()
+            self.listing_problems.update(self.listing_log.counts())
+            self._entries = disambiguate(entries)
         return self._entries
 
     def __len__(self) -> int:
@@ -206,19 +274,32 @@ class ListedDataset(Dataset):
             label_space=self.label_space.value,
             policies=self.decoder.policies(),
             listing=dict(self.listing_problems),
+            listing_names=self.listing_log.examples(),
             problems=self.decoder.problem_counts(),
         )
         return info
 
 
 def disambiguate(entries: list[Entry]) -> list[Entry]:
-    """Make ids unique: entries whose id collides (``a.jpg`` and ``a.png``) keep their file extension."""
+    """Make ids valid UTF-8 text and unique.
+
+    An undecodable byte of a file name shows as ``\\xNN`` in the id (:func:`~bench.safe_text.printable`;
+    the path itself is kept). Entries whose id collides (``a.jpg`` and ``a.png``) keep their file
+    extension; ids that still collide get ``~2``, ``~3``... in listing order.
+    """
+    for entry in entries:
+        entry.id = printable(entry.id)
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.id] = counts.get(entry.id, 0) + 1
     for entry in entries:
         if counts[entry.id] > 1 and isinstance(entry.image, Path):
-            entry.id = f"{entry.id}{entry.image.suffix}"
+            entry.id = f"{entry.id}{printable(entry.image.suffix)}"
+    seen: dict[str, int] = {}
+    for entry in entries:
+        n = seen[entry.id] = seen.get(entry.id, 0) + 1
+        if n > 1:
+            entry.id = f"{entry.id}~{n}"
     return entries
 
 

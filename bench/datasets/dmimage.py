@@ -80,7 +80,7 @@ class DMImage(ListedDataset):
         for folder in folders:
             alias, group = generator_info(folder.name, generators)
             label = 0 if group == "real" else 1
-            for path in list_images(folder):
+            for path in list_images(folder, self.listing_log):
                 meta = {"source": folder.name, "generator": alias, "group": group, "path": str(path)}
                 entries.append(Entry(f"{folder.name}/{path.stem}", label, path, None, meta))
         return entries

@@ -56,7 +56,7 @@ class GenImage(ListedDataset):
             split_dir = _child(gen_dir, split)
             for class_name, label in CLASSES:
                 folder = _child(split_dir, class_name)
-                for path in list_images(folder) if folder is not None else []:
+                for path in list_images(folder, self.listing_log) if folder is not None else []:
                     meta = {"source": gen_dir.name, "generator": ALIASES.get(gen_dir.name, gen_dir.name),
                             "group": "real" if label == 0 else gen_dir.name, "path": str(path)}
                     entries.append(Entry(f"{gen_dir.name}/{class_name}/{path.stem}", label, path, None, meta))

@@ -12,7 +12,7 @@ parent folder name; ``meta["group"]`` is the class name.
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,6 +20,8 @@ import pandas as pd
 
 from bench.datasets.common import Entry, ListedDataset
 from bench.errors import UserError
+from bench.jsonl import read_jsonl
+from bench.safe_text import path_text
 from bench.types import LABEL_NAMES, LabelSpace
 
 NAMES = {"real": 0, "fake": 1, "full_synthetic": 1, "tampered": 2}
@@ -27,18 +29,21 @@ TERNARY_NAMES = {"full_synthetic", "tampered"}
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Load a manifest table by extension (.csv, .jsonl/.json lines, .parquet)."""
+    """Load a manifest table by extension (.csv, .jsonl/.json lines, .parquet).
+
+    CSV and JSONL bytes that are not UTF-8 are kept as surrogate escapes (file names stay usable);
+    columns stay ``object`` (Python str), as pyarrow-backed strings cannot hold those escapes.
+    """
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.DataFrame(read_jsonl(path, "manifest"), dtype=object)
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        if suffix in (".jsonl", ".ndjson"):
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            return pd.DataFrame(rows).astype(object)
+            return pd.read_csv(path, dtype=object, keep_default_na=False, encoding_errors="surrogateescape")
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read manifest {path}: {exc}") from exc
+        raise UserError(f"cannot read manifest {path_text(path)}: {exc}") from exc
     raise UserError(f"manifest {path}: unsupported extension {suffix!r} (use .csv, .jsonl or .parquet)")
 
 
@@ -55,10 +60,12 @@ def _label(value: Any, where: str) -> int:
     return number
 
 
-def _cell(row: pd.Series, column: str) -> str | None:
-    if column not in row.index:
+def _cell(row: dict[str, Any], column: str) -> str | None:
+    if column not in row:
         return None
     value = row[column]
+    if isinstance(value, bytes):  # a binary parquet column: raw file-name bytes
+        value = os.fsdecode(value)
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == "":
         return None
     return str(value)
@@ -83,13 +90,14 @@ class Manifest(ListedDataset):
             if column not in table.columns:
                 raise UserError(f"manifest {self.root}: missing required column {column!r} (has {list(table.columns)})")
         if "split" in table.columns:
-            table = table[table["split"].astype(str) == self.split]
+            table = table[[str(v) == self.split for v in table["split"]]]
         base = self.root.parent
-        labels = [_label(v, f"manifest {self.root} row {i + 2}") for i, v in enumerate(table["label"])]
+        labels = [_label(v, f"manifest {path_text(self.root)} data row {int(i) + 1}")
+                  for i, v in zip(table.index, table["label"])]
         self.label_space = self._resolve_space(table, labels)
         entries: list[Entry] = []
-        for (_, row), label in zip(table.iterrows(), labels, strict=True):
-            rel = str(row["path"])
+        for row, label in zip(table.to_dict("records"), labels, strict=True):
+            rel = _cell(row, "path") or ""
             path = base / rel  # an absolute ``rel`` replaces ``base``
             mask_rel = _cell(row, "mask_path")
             mask = base / mask_rel if mask_rel else None

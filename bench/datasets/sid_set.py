@@ -6,7 +6,10 @@ Layout::
     <root>/<split>/masks/<stem>_mask.png                       (tampered images only)
     <root>/<split>/description/{real,full_synthetic,tampered}_GT.json   (optional, ~3k images)
 
-Labels come from the class folder: real 0, full_synthetic 1, tampered 2 (ternary).
+Labels come from the class folder: real 0, full_synthetic 1, tampered 2 (ternary). ``describe()``
+counts and names what the listing could not pair: ``tampered_without_mask``, ``masks_without_image``
+(a ``masks/*`` file no tampered image uses) and ``descriptions_without_image`` (a description entry
+naming no listed image), besides the class-folder problems of :class:`~bench.datasets.common.ListingLog`.
 Sample ids are ``"<class folder>/<stem>"``; samples are ordered by class, then file name.
 The official loader globs ``real/*.jpg`` and ``*.png`` for the other classes; this one lists
 every image extension in every class folder (case-insensitive), so re-encoded copies still load.
@@ -19,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.datasets.common import Entry, ListedDataset, list_images, require_dir
+from bench.datasets.common import Entry, ListedDataset, list_images, list_subdirs
 from bench.errors import UserError
 from bench.types import TAMPERED, LabelSpace
 
@@ -48,31 +51,47 @@ class SidSetFolders(ListedDataset):
     label_space = LabelSpace.TERNARY
 
     def _list(self) -> list[Entry]:
-        split_dir = require_dir(self.root / self.split, f"SID-Set split {self.split!r}")
+        split_dir = self.root / self.split
+        if not split_dir.is_dir():
+            found = [d.name for d in list_subdirs(self.root) if any((d / c).is_dir() for c in CLASS_FOLDERS)]
+            raise UserError(f"SID-Set has no split {self.split!r} under {self.root} (expected {split_dir}/"
+                            f"{{{','.join(CLASS_FOLDERS)}}}); "
+                            + (f"splits found: {', '.join(found)}" if found else "no split folder found there")
+                            + " (set the dataset's split in the protocol, or --split for data summary)")
         missing = [c for c in CLASS_FOLDERS if not (split_dir / c).is_dir()]
         if len(missing) == len(CLASS_FOLDERS):
             raise UserError(f"SID-Set split folder {split_dir} has none of the class folders {CLASS_FOLDERS}")
         entries: list[Entry] = []
         without_mask = 0
         described = 0
+        masks_used: set[str] = set()
         for label, class_name in enumerate(CLASS_FOLDERS):
             descriptions = load_descriptions(split_dir, class_name)
-            for path in list_images(split_dir / class_name):
+            images = list_images(split_dir / class_name, self.listing_log)
+            for name in sorted(set(descriptions) - {p.name for p in images}):
+                where = f"{split_dir / 'description'}/{class_name}_GT.json: {name}"
+                self.listing_log.add("descriptions_without_image", where)
+            for path in images:
                 meta: dict[str, Any] = {"source": class_name, "path": str(path)}
                 mask: Path | None = None
                 if label == TAMPERED:
                     candidate = split_dir / "masks" / f"{path.stem}_mask.png"
-                    if candidate.is_file():
+                    if candidate.is_file() or candidate.is_symlink():  # a broken link fails when decoded
                         mask = candidate
                         meta["mask_path"] = str(candidate)
+                        masks_used.add(candidate.name)
                     else:
                         without_mask += 1
+                        self.listing_log.add("tampered_without_mask", path)
                         if self.decoder.missing_mask == "official":
                             continue
                 if path.name in descriptions:
                     meta["explanation"] = descriptions[path.name]
                     described += 1
                 entries.append(Entry(f"{class_name}/{path.stem}", label, path, mask, meta))
+        masks_dir = split_dir / "masks"
+        for orphan in (p for p in list_images(masks_dir) if p.name not in masks_used):
+            self.listing_log.add("masks_without_image", orphan)
         self.listing_problems = {
             "missing_class_folders": len(missing),
             "tampered_without_mask": without_mask,

@@ -45,6 +45,14 @@ def find_shards(root: Path, split: str) -> list[Path]:
     return []
 
 
+def available_splits(root: Path) -> list[str]:
+    """Split names that have shards under ``root`` (by the same patterns as :func:`find_shards`)."""
+    names = {p.name.split("-", 1)[0] for pattern in ("data/*-*.parquet", "*-*.parquet") for p in root.glob(pattern)}
+    names |= {p.parent.name for pattern in ("*/*.parquet", "data/*/*.parquet") for p in root.glob(pattern)
+              if p.parent.name != "data"}
+    return sorted(names)
+
+
 def _bytes_of(cell: Any) -> bytes | None:
     """Encoded bytes from an HF Image cell (struct with ``bytes``) or a plain binary cell."""
     if cell is None:
@@ -60,6 +68,13 @@ def _stem(img_id: str) -> str:
     name = PurePosixPath(img_id).name
     suffix = PurePosixPath(name).suffix
     return name[: -len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else name
+
+
+def _num_rows(path: Path) -> int:
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"SID-Set shard {path} is not a readable parquet file ({exc})") from None
 
 
 class SidSetParquet(Dataset):
@@ -81,9 +96,11 @@ class SidSetParquet(Dataset):
             raise UserError(f"Dataset 'sid_set_parquet': root {self.root} does not exist")
         self.shards = find_shards(self.root, split)
         if not self.shards:
+            found = available_splits(self.root)
             raise UserError(f"No parquet shards for split {split!r} under {self.root} "
-                            f"(looked for data/{split}-*.parquet, {split}-*.parquet, {split}/*.parquet)")
-        self._num_rows = [pq.ParquetFile(p).metadata.num_rows for p in self.shards]
+                            f"(looked for data/{split}-*.parquet, {split}-*.parquet, {split}/*.parquet); "
+                            + (f"splits found: {', '.join(found)}" if found else "no split has shards there"))
+        self._num_rows = [_num_rows(p) for p in self.shards]
         self._index: list[list[tuple[str, int]]] | None = None
 
     def __len__(self) -> int:
@@ -134,8 +151,13 @@ class SidSetParquet(Dataset):
                 wanted = [r for r in range(n) if (position + r) % num_shards == shard
                           and ids[first_row + r][0] not in skip_ids]
                 if wanted:
-                    data = pf.read_row_group(rg, columns=data_cols)
-                    for r in wanted:
+                    try:
+                        data = pf.read_row_group(rg, columns=data_cols)
+                    except (pa.ArrowException, OSError) as exc:  # a damaged row group: its rows are errors
+                        for r in wanted:
+                            yield self._unreadable(ids[first_row + r], shard_path, first_row + r, rg, exc)
+                        data = None
+                    for r in wanted if data is not None else []:
                         yield self._sample(data, r, ids[first_row + r], shard_path, first_row + r)
                     del data
                 position += n
@@ -151,6 +173,14 @@ class SidSetParquet(Dataset):
         image = _bytes_of(data.column("image")[r].as_py()) or b""
         mask = _bytes_of(data.column("mask")[r].as_py()) if "mask" in data.column_names else None
         return self.decoder.decode(Entry(sid, label, image, mask, meta), wants_mask=label == TAMPERED)
+
+    def _unreadable(self, id_label: tuple[str, int], shard_path: Path, row: int, group: int,
+                    exc: Exception) -> Sample:
+        sid, label = id_label
+        meta: dict[str, Any] = {"source": CLASS_FOLDERS[label], "path": f"{shard_path}#row={row}", "original_size": None}
+        self.decoder._note("decode_errors", sid, meta)
+        return Sample(sid, None, label, None, meta,
+                      error=f"image: row group {group} of {shard_path} cannot be read ({exc})")
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -31,7 +31,7 @@ class Synthbuster(ListedDataset):
         root = require_dir(self.root, "Synthbuster root")
         fakes: list[Entry] = []
         for folder in list_subdirs(root):
-            for path in list_images(folder):
+            for path in list_images(folder, self.listing_log):
                 meta = {"source": folder.name, "generator": folder.name, "group": folder.name, "path": str(path)}
                 fakes.append(Entry(f"{folder.name}/{path.stem}", 1, path, None, meta))
         if not fakes:
@@ -42,7 +42,7 @@ class Synthbuster(ListedDataset):
         if real_root is not None:
             real_dir = require_dir(Path(real_root).expanduser(), "Synthbuster real_root (RAISE-1k)")
             by_stem: dict[str, Path] = {}
-            for path in list_images_recursive(real_dir):
+            for path in list_images_recursive(real_dir, self.listing_log):
                 by_stem.setdefault(path.stem, path)
             matched = sorted(set(by_stem) & fake_stems)
             reals = [Entry(f"raise/{stem}", 0, by_stem[stem], None,

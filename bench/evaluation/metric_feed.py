@@ -17,7 +17,8 @@ Label-space rules (each recorded as the entry's ``adapter``):
 Rows with an error are counted in ``n_errors`` and left out of every metric (never dropped
 from the store). Localization metrics read each row's ``mask_stats`` (never the masks): rows
 that have a predicted mask; a tampered row without a ground-truth mask is left out and
-counted in ``n_no_gt_mask``.
+counted in ``n_no_gt_mask``. ``sida_legacy`` reads the same statistics and applies its own
+recorded rules to tampered rows without a mask (:mod:`bench.metrics.legacy`).
 
 Pixel path: a localization metric whose conventions need the pixels
 (:attr:`~bench.metrics.localization.Localization.needs_pixels`: ``border_exclusion`` or
@@ -104,7 +105,7 @@ class GroupScorer:
             self.metrics[spec.name] = create_metric(spec.name, **params)
             self.tasks[spec.name] = task
         self.pixel_metrics = {n for n, m in self.metrics.items() if getattr(m, "needs_pixels", False)}
-        self.n_no_gt_mask = self.n_no_pred_mask = self.n_tampered_without_pred = 0
+        self.n_no_gt_mask = self.n_no_pred_mask = 0
         self.any_pred_mask = False
         self.values = level_values()
 
@@ -195,15 +196,10 @@ class GroupScorer:
 
     def _legacy(self, metric: Any, labels: np.ndarray, probs: Any, has_pred: np.ndarray, has_gt: np.ndarray,
                 stats: Any, ids: list[str]) -> None:
-        """A tampered image without a predicted mask (honest mode) counts as an empty prediction:
-        its ``mask_stats`` already holds every pixel at code 0."""
-        self.n_tampered_without_pred += int(((labels == TAMPERED) & has_gt & ~has_pred).sum())
-        for i in np.flatnonzero((labels == TAMPERED) & has_gt & has_pred):
-            if stats[i] is None:
-                raise UserError(f"sample {ids[i]!r}: the predicted mask and the ground truth differ in size "
-                                "(sida_legacy scores masks at the ground truth's resolution only)")
-        usable = [s if has_gt[i] else None for i, s in enumerate(stats)]
-        metric.update_stats(labels, probs, usable, self.values, sample_ids=ids)
+        """Tampered images without a predicted mask (honest mode: its ``mask_stats`` holds every
+        pixel at code 0) or without a ground-truth mask follow the metric's recorded rules
+        (:mod:`bench.metrics.legacy`)."""
+        metric.update_stats(labels, probs, stats, self.values, sample_ids=ids, has_gt=has_gt, has_pred=has_pred)
 
     # -- results ----------------------------------------------------------------------------
     def state(self, name: str) -> Metric | str:
@@ -236,9 +232,6 @@ class GroupScorer:
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
                 result.values["n_no_pred_mask"] = MetricValue(value=float(self.n_no_pred_mask))
-            elif task == "detection+localization":
-                result.convention["missing_pred_mask"] = "empty prediction (no forged pixels)"
-                result.values["n_tampered_without_pred_mask"] = MetricValue(value=float(self.n_tampered_without_pred))
             out[spec.name] = result
         return ResultEntry(dataset=dataset, split=split, perturbation=self.pert, n=self.n, n_errors=self.n_errors,
                            errors=self.errors, adapter=_adapter_name(LabelSpace(self.probs_space),

@@ -20,6 +20,7 @@ line is one more): unknown or duplicate ids, missing rows, NaN or out-of-range p
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ from bench.evaluation.conditions import Condition, build_conditions
 from bench.evaluation.protocol import CLEAN, Protocol
 from bench.evaluation.run_record import RunRecord, environment, split_key
 from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, RunIdentity, prediction_row
+from bench.jsonl import read_jsonl
 from bench.model import file_sha256
 from bench.perturbations.base import sample_rng
+from bench.safe_text import printable
 from bench.types import LabelSpace
 
 PROB_TOLERANCE = 1e-3
@@ -41,8 +44,9 @@ PROB_TOLERANCE = 1e-3
 def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"Predictions file not found: {path}")
-    readers = {".csv": lambda: pd.read_csv(path, dtype={"sample_id": str}, keep_default_na=True),
-               ".jsonl": lambda: pd.read_json(path, lines=True, dtype={"sample_id": str}),
+    readers = {".csv": lambda: pd.read_csv(path, dtype=object, keep_default_na=True,
+                                           encoding_errors="surrogateescape"),
+               ".jsonl": lambda: pd.DataFrame(read_jsonl(path, "predictions file"), dtype=object),
                ".parquet": lambda: pd.read_parquet(path)}
     if path.suffix.lower() not in readers:
         raise UserError(f"{path}: unsupported predictions format {path.suffix!r}; use .csv, .jsonl or .parquet")
@@ -52,6 +56,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read predictions ({exc})") from None
     if "sample_id" not in frame.columns:
         raise UserError(f"{path}: no 'sample_id' column (columns: {', '.join(map(str, frame.columns))})")
+    # ids as the datasets write them: raw non-UTF-8 file-name bytes become \xNN (bench.safe_text)
+    frame["sample_id"] = [printable(os.fsdecode(v) if isinstance(v, bytes) else str(v)) for v in frame["sample_id"]]
     return frame
 
 
@@ -82,15 +88,18 @@ def _probabilities(frame: pd.DataFrame, path: Path, space: LabelSpace) -> tuple[
 def _load_mask(path: Path, row: int, file: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{file}: row {row}: mask_path {path} does not exist")
-    if path.suffix.lower() == ".npy":
-        mask = np.load(path, allow_pickle=False).astype(np.float64)
-    else:
-        from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-        scale = 65535.0 if arr.dtype == np.uint16 else 255.0
-        mask = (arr[..., 0] if arr.ndim == 3 else arr).astype(np.float64) / scale
+    try:
+        if path.suffix.lower() == ".npy":
+            mask = np.load(path, allow_pickle=False).astype(np.float64)
+        else:
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+            scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+            mask = (arr[..., 0] if arr.ndim == 3 else arr).astype(np.float64) / scale
+    except (OSError, ValueError, TypeError, UnidentifiedImageError) as exc:
+        raise UserError(f"{file}: row {row}: cannot read mask {path} as a .npy array or an image ({exc})") from None
     if mask.ndim != 2 or not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
         raise UserError(f"{file}: row {row}: mask {path} must be a 2-D map of probabilities in [0, 1]")
     return mask
@@ -138,6 +147,7 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
         for k in keys:
             if k[:2] == (ds_name, split):
                 wanted[k[2]][k[3]] = first[k]
+        _check_ids_listed(path, dataset, ds_name, split, wanted, first)
         seen: set[str] = set()
         for sample in dataset.iter_samples():
             if sample.id not in wanted:
@@ -167,6 +177,27 @@ def import_predictions(path: Path, protocol: Protocol, out_dir: Path, data_roots
                        requested=requested, dataset_info=dataset_info, complete=True)
     record.write(out_dir)
     return record
+
+
+def _check_ids_listed(path: Path, dataset: Any, ds_name: str, split: str, wanted: dict[str, Any],
+                      first: dict[tuple[str, str, str, str], int]) -> None:
+    """Unknown or missing sample ids, found from the dataset's listing before any image is decoded
+    (datasets without a cheap listing are checked while iterating)."""
+    entries = getattr(dataset, "entries", None)
+    if not isinstance(entries, list) or not all(hasattr(e, "id") for e in entries):
+        return
+    listed = [str(e.id) for e in entries]
+    known = set(listed)
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        row = first[(ds_name, split, unknown[0], next(iter(wanted[unknown[0]])))] + 1
+        hint = difflib.get_close_matches(unknown[0], listed, n=1)
+        raise UserError(f"{path}: row {row}: sample_id {unknown[0]!r} is not in {ds_name}/{split}"
+                        + (f". Did you mean {hint[0]!r}?" if hint else ""))
+    if len(wanted) < len(known):
+        missing = next(s for s in listed if s not in wanted)
+        raise UserError(f"{path}: {len(known) - len(wanted)} samples of {ds_name}/{split} have no prediction "
+                        f"(the file has {len(wanted)} of {len(known)}; first missing: {missing!r})")
 
 
 def _row(identity: RunIdentity, cond: Condition, ds: str, split: str, sample: Any, rec: dict[str, Any],

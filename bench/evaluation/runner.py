@@ -13,7 +13,7 @@ CLI composes run → score.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from bench.adapters import LocalizerAsDetector
 from bench.datasets.base import Dataset
-from bench.errors import UserError
+from bench.errors import ImageSizeError, UserError
 from bench.evaluation.conditions import Condition, build_conditions
 from bench.evaluation.protocol import Protocol, load_protocol
 from bench.evaluation.run_record import RunRecord, environment, read_records, split_key
@@ -105,7 +105,8 @@ class _VariantStream(IterableDataset):
             item = self.model.preprocess(image)
         except Exception as exc:  # a per-sample failure is recorded, never raised
             size = (int(image.shape[0]), int(image.shape[1]))
-            return Variant(sample.id, cond.key, sample.label, None, size, mask, meta, f"{cond.key}: {_describe(exc)}")
+            return Variant(sample.id, cond.key, sample.label, None, size, mask, meta,
+                           f"{condition_text(cond)}: {_describe(exc)}")
         return Variant(sample.id, cond.key, sample.label, item, (int(image.shape[0]), int(image.shape[1])), mask, meta)
 
 
@@ -116,8 +117,14 @@ def _first_n(samples: Iterator[Sample], n: int) -> Iterator[Sample]:
         yield sample
 
 
+def condition_text(cond: Condition) -> str:
+    """How a per-sample error names its condition: ``clean image`` or ``perturbation <key>``."""
+    return "clean image" if cond.perturbation is None else f"perturbation {cond.key}"
+
+
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """An expected input problem (:class:`ImageSizeError`) reads as its message; others keep their type."""
+    return str(exc) if isinstance(exc, ImageSizeError) else f"{type(exc).__name__}: {exc}"
 
 
 def _collate(batch: list[Variant]) -> list[Variant]:
@@ -147,7 +154,13 @@ def predict_batch(model: Detector, variants: Sequence[Variant]) -> list[Predicti
                     preds[id(v)] = _predict(model, [v])[0]
                 except Exception as exc:  # recorded in the row, counted in results
                     preds[id(v)] = Prediction.failed(model.num_classes, f"model: {_describe(exc)}")
-    return [preds.get(id(v)) or Prediction.failed(model.num_classes, v.error or "no prediction") for v in variants]
+    checked_classes = None if detection_adapter(model) is not None else model.num_classes
+    out = []
+    for v in variants:
+        pred = preds.get(id(v)) or Prediction.failed(model.num_classes, v.error or "no prediction")
+        problem = pred.problem(checked_classes, v.size) if pred.error is None else None
+        out.append(Prediction.failed(model.num_classes, f"model: {problem}") if problem else pred)
+    return out
 
 
 def detection_adapter(model: Detector) -> LocalizerAsDetector | None:
@@ -181,13 +194,14 @@ def run_protocol(
     resume: bool = False,
     flush_every: int = 256,
     shard: Shard | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Predict ``protocol`` with ``model`` into ``out_dir/predictions/`` (no scoring).
 
     Args:
         protocol: a :class:`Protocol`, a bundled protocol name or a YAML path.
-        model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``
-            and ``allow_pickle`` are used to create it).
+        model: a :class:`Detector` instance or ``"NAME[:CONFIG]"`` (then ``weights``, ``device``,
+            ``allow_pickle`` and ``model_options`` are used to create it, after the datasets are listed).
         data_roots: ``{dataset name: folder}``, overriding a protocol's ``root``.
         limit: evaluate only ``limit`` samples of each split (:data:`LIMIT_RULE`).
         batch_size, workers: inference batch size and DataLoader workers (0 = in process).
@@ -203,22 +217,24 @@ def run_protocol(
     started = time.time()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     source = "" if isinstance(protocol, Protocol) else str(protocol)
-    if isinstance(model, str):
-        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle)
     if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
         raise UserError("Expected batch_size >= 1, workers >= 0 and limit >= 1")
     shard = shard or Shard()
     out = Path(out_dir)
     store = PredictionStore(out / PREDICTIONS_DIR, flush_every=flush_every, writer=f"r{shard.index}of{shard.count}")
+    # cheap checks first: a wrong data root or split fails before a (possibly 27 GB) model is loaded
+    datasets = [_open_dataset(spec, proto, data_roots or {}) for spec in proto.datasets]
+    conditions = build_conditions(proto)
+    if isinstance(model, str):
+        model = create_model(model, weights=weights, device=device, allow_pickle=allow_pickle, **(model_options or {}))
     describe = model.describe()
     run = RunIdentity(f"{model.name}:{model.config_name}", model.weights_sha256, policy_hash(describe), proto.seed)
     identity = {"model": run.model, "weights_sha256": run.weights_sha256, "policy_hash": run.policy_hash,
                 "seed": run.seed, "protocol_sha256": proto.sha256()}
     _check_run_dir(out, store, identity, shard, resume)
-    conditions = build_conditions(proto)
     stored = store.stored_keys() if store else set()
-    splits = [_open_split(spec, proto, data_roots or {}, limit, run, conditions, stored, shard)
-              for spec in proto.datasets]
+    splits = [_open_split(spec, dataset, limit, run, conditions, stored, shard)
+              for spec, dataset in zip(proto.datasets, datasets)]
     adapter = detection_adapter(model)
     probs_space = "binary" if adapter is not None else model.label_space.value
     model_info = {**describe, "spec": run.model, "policy_hash": run.policy_hash,
@@ -272,8 +288,18 @@ def _check_run_dir(out: Path, store: PredictionStore, identity: dict[str, Any], 
         raise UserError(f"{out} already holds predictions; pass --resume to continue, or choose a new --out")
 
 
-def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], limit: int | None,
-                run: RunIdentity, conditions: Sequence[Condition], stored: set[str], shard: Shard) -> Split:
+def check_data_roots(proto: Protocol, data_roots: Mapping[str, Any]) -> None:
+    """A ``--data-root`` for a dataset the protocol does not use is a mistake (a typo would silently
+    leave the protocol's own root in use); the CLI checks it, library callers may share one mapping."""
+    used = [d.name for d in proto.datasets]
+    unknown = sorted(set(data_roots) - set(used))
+    if unknown:
+        raise UserError(f"--data-root names {', '.join(map(repr, unknown))}, which protocol {proto.name!r} does not "
+                        f"use; its datasets: {', '.join(used)}")
+
+
+def _open_dataset(spec: Any, proto: Protocol, data_roots: dict[str, str | Path]) -> Dataset:
+    """Create and list one dataset of the protocol (no decoding); label space checked."""
     from bench.plugins import create_dataset
 
     root = data_roots.get(spec.name, spec.root)
@@ -282,6 +308,12 @@ def _open_split(spec: Any, proto: Protocol, data_roots: dict[str, str | Path], l
         raise UserError(
             f"Protocol {proto.name!r} is {proto.label_space.value} but dataset {spec.name!r} is {dataset.label_space.value}"
         )
+    len(dataset)  # lists the split: a missing folder or split is reported now
+    return dataset
+
+
+def _open_split(spec: Any, dataset: Dataset, limit: int | None, run: RunIdentity, conditions: Sequence[Condition],
+                stored: set[str], shard: Shard) -> Split:
     split = Split(spec.name, dataset, shard=shard)
     ids = _ordered_ids(dataset)
     if limit is not None and ids is None:

@@ -51,6 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.errors import UserError
+from bench.safe_text import printable
 
 PREDICTIONS_DIR = "predictions"
 """The store's folder inside a run directory."""
@@ -123,7 +124,7 @@ def policy_hash(describe: dict[str, Any]) -> str:
 def row_key(run: RunIdentity, dataset: str, split: str, sample_id: str, perturbation: str, params: str) -> str:
     parts = [run.model, run.weights_sha256 or "", run.policy_hash, dataset, split, sample_id,
              perturbation, params, str(run.seed)]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # ------------------------------------------------------------------------------- encodings
@@ -275,7 +276,8 @@ class PredictionStore:
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, row: dict[str, Any]) -> None:
-        self._buffer.append(row)
+        """Buffer one row; text that is not valid UTF-8 (a file name's raw bytes) is stored escaped."""
+        self._buffer.append({k: printable(v) if isinstance(v, str) else v for k, v in row.items()})
         if len(self._buffer) >= self.flush_every:
             self.flush()
 

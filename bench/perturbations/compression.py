@@ -9,7 +9,7 @@ import numpy as np
 import PIL
 from PIL import Image, features
 
-from bench.errors import UserError
+from bench.errors import ImageSizeError, UserError
 from bench.perturbations.base import Perturbation, check_inputs
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -54,7 +54,14 @@ class Jpeg(Perturbation):
     def __call__(self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         check_inputs(image, mask)
+        if max(image.shape[:2]) > WEBP_MAX_SIDE:
+            raise ImageSizeError(f"webp q{self._params['quality']}", image.shape[:2],
+                                 f"WebP allows at most {WEBP_MAX_SIDE} pixels per side")
         return _decode(self.encode(image)), mask
+
+
+WEBP_MAX_SIDE = 16383
+"""The largest width or height the WebP format can store."""
 
 
 class Webp(Perturbation):
@@ -85,6 +92,9 @@ class Webp(Perturbation):
     def __call__(self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         check_inputs(image, mask)
+        if max(image.shape[:2]) > WEBP_MAX_SIDE:
+            raise ImageSizeError(f"webp q{self._params['quality']}", image.shape[:2],
+                                 f"WebP allows at most {WEBP_MAX_SIDE} pixels per side")
         return _decode(self.encode(image)), mask
 
 

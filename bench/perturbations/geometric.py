@@ -10,7 +10,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from bench.errors import UserError
+from bench.errors import ImageSizeError, UserError
 from bench.perturbations.base import Perturbation, check_inputs
 
 INTERPOLATIONS = {
@@ -128,7 +128,7 @@ class Crop(Perturbation):
         else:
             h, w = scaled_size(height, width, self._params["fraction"])
         if h > height or w > width:
-            raise ValueError(f"crop {h}x{w} is larger than the image {height}x{width}")
+            raise ImageSizeError(f"crop {h}x{w}", (height, width), f"it needs at least {h}x{w} pixels")
         if self._params["position"] == "center":
             return (height - h) // 2, (width - w) // 2, h, w
         return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w

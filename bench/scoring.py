@@ -108,6 +108,8 @@ def score_rows(rows: pa.Table, protocol: Protocol, pert: PerturbationInfo) -> Re
         cls = METRICS.get(spec.name)
         if cls.task == "localization":
             metrics[spec.name] = _score_localization(create_metric(spec.name, **spec.params), good, protocol)
+        elif cls.task == "explanation":
+            metrics[spec.name] = _score_explanation(create_metric(spec.name, **spec.params), good, protocol)
         elif cls.task == "detection+localization":
             metrics[spec.name] = _score_legacy(create_metric(spec.name, **spec.params), good, probs_space, protocol)
         else:
@@ -159,6 +161,16 @@ def _score_localization(metric: Metric, rows: pa.Table, protocol: Protocol) -> M
     result.values["n_no_gt_mask"] = MetricValue(value=float((has_pred & ~has_gt & (labels_all == tampered)).sum()))
     result.values["n_no_pred_mask"] = MetricValue(value=float((~has_pred).sum()))
     return result
+
+
+def _score_explanation(metric: Metric, rows: pa.Table, protocol: Protocol) -> MetricResult:
+    """Explanation scores (:mod:`bench.metrics.explanation`); "not applicable" for a model without text."""
+    from bench.explanation.store_rows import feed_explanation
+
+    skipped = feed_explanation(metric, rows)
+    if skipped is not None:
+        return MetricResult(convention=metric.convention(), skipped=skipped)
+    return _result(metric, protocol)
 
 
 def _score_legacy(metric: Metric, rows: pa.Table, probs_space: str, protocol: Protocol) -> MetricResult:

@@ -7,7 +7,9 @@ What it does, in order:
 2. trains each demo model on the sid-mini ``train`` split with model selection on
    ``validation`` (never test), through its own recipe (``Detector.fit``);
 3. runs ``sid_mini_detection``, ``sid_mini_localization`` (localizers), ``sid_mini_robustness``
-   and ``dmimage_mini_cross`` on the test splits with the trained weights;
+   and ``dmimage_mini_cross`` on the test splits with the trained weights; for SIDA also
+   ``sid_mini_explanation`` twice: the official template answers (the floor) and the greedy text
+   of a short description stage (stage 2) trained on sid-mini's description subset;
 4. writes ``DIR/runs/<protocol>/<model>/`` (predictions, results.json), ``DIR/tables/`` (md,
    LaTeX, CSV) and ``DIR/figures/`` (ROC curves, robustness curves, mask overlays, confusion
    matrices);
@@ -39,6 +41,7 @@ PROTOCOLS = {
     "localization": "sid_mini_localization",
     "robustness": "sid_mini_robustness",
     "cross_dataset": "dmimage_mini_cross",
+    "explanation": "sid_mini_explanation",
 }
 
 
@@ -53,6 +56,9 @@ class DemoModel:
     train_quick: dict[str, Any] = field(default_factory=dict)
     localizes: bool = False
     robustness: bool = True
+    describe: dict[str, Any] | None = None
+    describe_quick: dict[str, Any] | None = None
+    """Description-stage (stage 2) budgets; set for a model that explains (scored by ``sid_mini_explanation``)."""
 
 
 DEMO_MODELS: tuple[DemoModel, ...] = (
@@ -62,7 +68,8 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
     DemoModel("fredect", "fredect:tiny", {"num_classes": 3}, train_quick={"epochs": 1}),
     DemoModel("univfd", "univfd:tiny", {"num_classes": 3}, train_quick={"epochs": 1}),
     DemoModel("pscc_net", "pscc_net:tiny", {}, train_quick={"epochs": 1, "max_steps": 12}, localizes=True),
-    DemoModel("sida", "sida:tiny", {}, train_quick={"max_steps": 20}, localizes=True),
+    DemoModel("sida", "sida:tiny", {}, train_quick={"max_steps": 20}, localizes=True,
+              describe={"max_steps": 60}, describe_quick={"max_steps": 20}),
 )
 
 
@@ -98,6 +105,7 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
             weights[m.key], training[m.key] = _train(m, data_root, out_dir, quick, device, seed)
         STDERR.print("[bold]3/4[/] running the bundled protocols on the test splits")
         runs = _run_protocols(models, weights, roots, out_dir, device)
+        runs["explanation"] = _run_explanations(models, weights, data_root, out_dir, quick, device, seed, training)
         STDERR.print("[bold]4/4[/] tables and figures")
         tables = _write_tables(runs, out_dir / "tables")
         figures = _write_figures(runs, models, out_dir / "figures")
@@ -108,18 +116,19 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
     return DemoResult(out_dir, tables, figures, time.time() - started, training)
 
 
-def _train(m: DemoModel, data_root: Path, out_dir: Path, quick: bool, device: str,
-           seed: int) -> tuple[Path, dict[str, Any]]:
+def _train(m: DemoModel, data_root: Path, out_dir: Path, quick: bool, device: str, seed: int,
+           init: Path | None = None, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
     from bench.model import TrainOptions
     from bench.plugins import create_dataset, create_model
 
     torch.manual_seed(seed)
     t0 = time.time()
-    model = create_model(m.spec, device=device, **m.options)
+    model = create_model(m.spec, weights=init, device=device, **m.options)
     train = create_dataset("sid_mini", root=data_root, split="train")
     val = create_dataset("sid_mini", root=data_root, split="validation")
     budget = m.train_quick if quick else m.train
-    report = model.fit(train, val, TrainOptions(out_dir=out_dir / "checkpoints" / m.key, seed=seed, **budget))
+    report = model.fit(train, val, TrainOptions(out_dir=out_dir / "checkpoints" / m.key, seed=seed, extra=extra or {},
+                                                **budget))
     seconds = time.time() - t0
     best = Path(report["best"])
     STDERR.print(f"      {m.key:<9} trained in {seconds:5.1f} s  →  {best}")
@@ -152,6 +161,32 @@ def _run_protocols(models: Sequence[DemoModel], weights: dict[str, Path], roots:
                 shutil.rmtree(run_dir)
             run_protocol(PROTOCOLS[kind], model, run_dir, data_roots=roots, tables=False)
             runs[kind][m.key] = run_dir
+    return runs
+
+
+def _run_explanations(models: Sequence[DemoModel], weights: dict[str, Path], data_root: Path, out_dir: Path,
+                      quick: bool, device: str, seed: int, training: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """For each explaining model: template answers (the floor), then a description stage and its text."""
+    from bench.plugins import create_model
+    from bench.runner import run_protocol
+
+    runs: dict[str, Path] = {}
+    roots = {"sid_mini": data_root}
+    for m in models:
+        budget = m.describe_quick if quick else m.describe
+        if budget is None:
+            continue
+        stage2 = DemoModel(f"{m.key}_description", m.spec, m.options, train=budget, train_quick=budget)
+        weights[stage2.key], training[stage2.key] = _train(stage2, data_root, out_dir, quick, device, seed,
+                                                           init=weights[m.key], extra={"stage": 2})
+        for key, text in ((f"{m.key}_template", "template"), (stage2.key, "generated")):
+            model = create_model(m.spec, weights=weights[m.key if text == "template" else stage2.key],
+                                 device=device, explain=True, text=text, **m.options)
+            run_dir = out_dir / "runs" / PROTOCOLS["explanation"] / key
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_protocol(PROTOCOLS["explanation"], model, run_dir, data_roots=roots, tables=False)
+            runs[key] = run_dir
     return runs
 
 

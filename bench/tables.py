@@ -85,6 +85,8 @@ class Layout:
     per_perturbation: bool = False
     notes: tuple[str, ...] = ()
     row_notes: Callable[[str, ResultEntry], list[str]] | None = None
+    label_options: tuple[str, ...] = ()
+    """Model options shown in the row label (``sida:tiny · text=generated``)."""
 
     @property
     def columns(self) -> list[tuple[str, str, Getter]]:
@@ -128,7 +130,7 @@ LAYOUTS: dict[str, Layout] = {
     ], notes=("Text scores on samples with a reference description (others counted, not scored); BLEU and chrF "
               "are corpus scores; CSS = cosine of mean-pooled sentence embeddings (x100). Slot scores: ROUGE-L "
               "per slot where both texts parse. Consistency: rates over texts that state a class / name a region.",),
-       row_notes=explanation_notes),
+       row_notes=explanation_notes, label_options=("text",)),
 }
 
 
@@ -174,6 +176,8 @@ def build_table(kind: str, runs: Sequence[tuple[str, ResultsFile]]) -> Table:
             if not layout.per_perturbation and entry.perturbation.key != CLEAN:
                 continue
             label = results.model_label
+            options = results.model.get("options") or {}
+            label += "".join(f" · {k}={options[k]}" for k in layout.label_options if k in options)
             if len(datasets) > 1:
                 label += f" ({entry.dataset}/{entry.split})"
             if layout.per_perturbation and entry.perturbation.key != CLEAN:

@@ -54,3 +54,35 @@ def test_a_model_without_text_is_not_applicable(tmp_path: Path, sid_mini_root: P
     assert result.skipped is not None and result.skipped.startswith("not applicable") and not result.values
     table = (out / "tables" / "explanation.md").read_text()
     assert "not applicable" in table and "| runner_test | – |" in table
+
+
+def test_a_predictions_file_that_echoes_the_references_scores_perfectly(tmp_path: Path, sid_mini_root: Path,
+                                                                          protocol: Path) -> None:
+    """``sida-bench score`` path: text, probabilities and masks from a file; sid-mini's references agree
+    with their own masks by construction, so echoing them is perfect on every key."""
+    import json
+
+    import numpy as np
+
+    from bench.plugins import create_dataset
+    from bench.scoring import score_file
+
+    words = ("real", "full synthetic", "tampered")
+    records = []
+    for s in create_dataset("sid_mini", root=sid_mini_root, split="test"):
+        rec = {"sample_id": s.id, **{f"prob_{c}": float(s.label == i)
+                                      for i, c in enumerate(("real", "full_synthetic", "tampered"))},
+               "text": f"[CLS] The image is {words[s.label]}. {s.meta.get('explanation', '')} [END]"}
+        if s.mask is not None:
+            np.save(tmp_path / f"{s.id.replace('/', '_')}.npy", s.mask.astype(np.float32))
+            rec["mask_path"] = f"{s.id.replace('/', '_')}.npy"
+        records.append(rec)
+    path = tmp_path / "preds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    res = score_file(path, protocol, tmp_path / "out", data_roots={"sid_mini": sid_mini_root}, name="echo")
+    v = {k: m.value for k, m in res.entries[0].metrics["explanation"].values.items()}
+    for key in ("rouge_l", "bleu1", "bleu4", "chrf", "slot_type_acc", "slot_areas_rouge_l", "slot_content_rouge_l",
+                "slot_aspects_f1", "class_vs_pred", "class_vs_gt", "region_vs_pred", "region_vs_gt"):
+        assert v[key] == pytest.approx(1.0), key
+    assert v["parse_rate"] == pytest.approx(6 / 18) and v["n_unparseable"] == 12  # undescribed: a bare verdict
+    assert v["n_region_unstated"] == 4 and v["tampered/n_scored"] == 2

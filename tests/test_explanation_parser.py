@@ -129,3 +129,23 @@ def test_sid_mini_descriptions_parse_and_agree_with_their_masks(label: int) -> N
     if label == 2:
         assert p.regions and all(r.contains(mask_centroid(mask)) for r in p.regions)
         assert "lower left part of the image" in p.slots["areas"]
+
+
+@pytest.mark.parametrize("label", [0, 1, 2])
+def test_official_stage1_answers_and_templates_state_their_class(label: int) -> None:
+    """``utils/SID_Set.py`` answers ("[CLS] The image is tampered [SEG]") and the fixed answers of the
+    official ``evaluate`` (``sida.detector.TEMPLATES``): a verdict, no slots (unparseable as descriptions)."""
+    from sida.detector import TEMPLATES
+    from sida.prompts import description_answer, detection_answer
+
+    for text in (detection_answer(label), TEMPLATES[label], description_answer(label, None)):
+        p = parse_answer(text)
+        assert p.verdict == label and p.stated_class == label and not p.parsed
+    target = parse_answer(description_answer(label, describe(label, "coffee", _lower_left() if label == 2 else None)))
+    assert target.parsed and target.stated_class == label and "[END]" not in target.description
+
+
+def _lower_left() -> np.ndarray:
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[20:30, 2:12] = True
+    return mask

@@ -36,8 +36,9 @@ from bench.progress import STDERR
 
 DEMO_THREADS = 2
 QUICK_PER_CLASS = {"train": 60, "validation": 20, "test": 30}
-EXPLANATION_LIMIT = 120
-"""Test images of the full demo's explanation runs (spread evenly; greedy text costs a forward pass per token)."""
+EXPLANATION_LIMIT = 30
+"""Test images of the demo's explanation runs (spread evenly through the test split; greedy text costs one
+language-model pass per token, so this keeps the added time small)."""
 PROTOCOLS = {
     "detection": "sid_mini_detection",
     "localization": "sid_mini_localization",
@@ -71,7 +72,7 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
     DemoModel("univfd", "univfd:tiny", {"num_classes": 3}, train_quick={"epochs": 1}),
     DemoModel("pscc_net", "pscc_net:tiny", {}, train_quick={"epochs": 1, "max_steps": 12}, localizes=True),
     DemoModel("sida", "sida:tiny", {}, train_quick={"max_steps": 20}, localizes=True,
-              describe={"max_steps": 40}, describe_quick={"max_steps": 20}),
+              describe={"max_steps": 30}, describe_quick={"max_steps": 15}),
 )
 
 
@@ -188,7 +189,7 @@ def _run_explanations(models: Sequence[DemoModel], weights: dict[str, Path], dat
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             run_protocol(PROTOCOLS["explanation"], model, run_dir, data_roots=roots, tables=False,
-                         limit=None if quick else EXPLANATION_LIMIT)
+                         limit=EXPLANATION_LIMIT)
             runs[key] = run_dir
     return runs
 

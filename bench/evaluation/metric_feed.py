@@ -18,10 +18,19 @@ Rows with an error are counted in ``n_errors`` and left out of every metric (nev
 from the store). Localization metrics read each row's ``mask_stats`` (never the masks): rows
 that have a predicted mask; a tampered row without a ground-truth mask is left out and
 counted in ``n_no_gt_mask``.
+
+The ``explanation`` metric reads each row's ``text``, its reference ``meta["explanation"]`` (as
+the dataset loaders set it: SID-Set ``description/<class>_GT.json``, the parquet ``description``
+column, sid-mini), the predicted class (argmax of ternary probabilities; -1 for binary ones,
+which name no ternary class) and the masks, decoded from the row's bytes a few rows at a time
+(:data:`EXPLANATION_CHUNK`); a run stored with ``store_masks: stats`` keeps no mask bytes, so its
+region consistency has no sample (NaN, never a guess). A group in which no row has a text is
+"not applicable" (:data:`NOT_APPLICABLE`), not zeros.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -33,7 +42,7 @@ from bench.errors import UserError
 from bench.evaluation.bootstrap import bootstrap_ci, describe_bootstrap
 from bench.evaluation.protocol import Protocol
 from bench.evaluation.results import MetricResult, MetricValue, PerturbationInfo, ResultEntry
-from bench.evaluation.store import decode_stats, level_values
+from bench.evaluation.store import decode_bool_mask, decode_prob_mask, decode_stats, level_values
 from bench.metrics.base import Metric, SampleMetric
 from bench.types import TAMPERED, LabelSpace
 
@@ -43,7 +52,20 @@ BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mo
 MAX_ERRORS_LISTED = 20
 FEED_COLUMNS = ["dataset", "split", "perturbation", "sample_id", "label", "probs", "group", "error",
                 "pred_mask_h", "gt_mask_h", "mask_stats"]
-"""The store columns scoring reads (never the mask bytes)."""
+"""The store columns scoring reads (never the mask bytes, unless a metric reads text: :data:`TEXT_COLUMNS`)."""
+TEXT_COLUMNS = ["probs_space", "text", "meta", "pred_mask", "pred_mask_w", "gt_mask", "gt_mask_w"]
+"""The further columns the ``explanation`` metric reads."""
+EXPLANATION_CHUNK = 32
+"""Rows whose masks the ``explanation`` feed decodes at a time."""
+NOT_APPLICABLE = "not applicable: the model produced no explanation text"
+
+
+def feed_columns(protocol: Protocol) -> list[str]:
+    """The store columns scoring ``protocol`` reads."""
+    from bench.plugins import METRICS
+
+    reads_text = any(METRICS.get(m.name).task == "explanation" for m in protocol.metrics)
+    return FEED_COLUMNS + TEXT_COLUMNS if reads_text else list(FEED_COLUMNS)
 
 
 class GroupScorer:
@@ -86,7 +108,7 @@ class GroupScorer:
             self.metrics[spec.name] = create_metric(spec.name, **params)
             self.tasks[spec.name] = task
         self.n_no_gt_mask = self.n_no_pred_mask = self.n_tampered_without_pred = 0
-        self.any_pred_mask = False
+        self.any_pred_mask = self.any_text = False
         self.values = level_values()
 
     def _binary_on_ternary(self) -> bool:
@@ -115,6 +137,9 @@ class GroupScorer:
                 self._detection(metric, labels, probs, good.column("group").to_pylist(), ids)
             elif task == "localization":
                 self._localization(metric, labels, has_pred, has_gt, stats, ids)
+            elif task == "explanation":
+                self.any_text |= good.column("text").null_count < good.num_rows
+                _explanation(metric, good)
             else:
                 self._legacy(metric, labels, probs, has_pred, has_gt, stats, ids)
 
@@ -156,12 +181,17 @@ class GroupScorer:
                 out[spec.name] = MetricResult(convention=metric.convention(),
                                               skipped="the model produced no predicted masks")
                 continue
+            if task == "explanation" and not self.any_text:
+                out[spec.name] = MetricResult(convention=metric.convention(), skipped=NOT_APPLICABLE)
+                continue
             if isinstance(metric, SampleMetric):
                 metric.sort_by_sample_id()
             result = metric_result(metric, self.protocol)
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
                 result.values["n_no_pred_mask"] = MetricValue(value=float(self.n_no_pred_mask))
+            elif task == "explanation" and self.protocol.store_masks == "stats":
+                result.convention["masks"] = "not stored (store_masks: stats): region consistency has no sample"
             elif task == "detection+localization":
                 result.convention["missing_pred_mask"] = "empty prediction (no forged pixels)"
                 result.values["n_tampered_without_pred_mask"] = MetricValue(value=float(self.n_tampered_without_pred))
@@ -169,6 +199,29 @@ class GroupScorer:
         return ResultEntry(dataset=dataset, split=split, perturbation=self.pert, n=self.n, n_errors=self.n_errors,
                            errors=self.errors, adapter=_adapter_name(LabelSpace(self.probs_space),
                                                                       self.protocol.label_space), metrics=out)
+
+
+def _explanation(metric: Any, rows: pa.Table) -> None:
+    """Feed error-free rows to an ``explanation`` metric, :data:`EXPLANATION_CHUNK` at a time."""
+    for start in range(0, rows.num_rows, EXPLANATION_CHUNK):
+        chunk = rows.slice(start, EXPLANATION_CHUNK).to_pylist()
+        predicted = [int(np.argmax(r["probs"])) if r["probs_space"] == LabelSpace.TERNARY.value and r["probs"] else -1
+                     for r in chunk]
+        pred_masks = [decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) if r["pred_mask"] else None
+                      for r in chunk]
+        gt_masks = [decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] else None
+                    for r in chunk]
+        metric.update([r["text"] for r in chunk], [reference_of(r["meta"]) for r in chunk],
+                      [r["label"] for r in chunk], predicted, pred_masks, gt_masks,
+                      sample_ids=[r["sample_id"] for r in chunk])
+
+
+def reference_of(meta_json: str | None) -> str | None:
+    """``meta["explanation"]`` of a stored row, or ``None``."""
+    if not meta_json:
+        return None
+    value = json.loads(meta_json).get("explanation")
+    return str(value) if value is not None else None
 
 
 def _probs(column: pa.ChunkedArray, n: int) -> np.ndarray:

@@ -108,7 +108,7 @@ class GroupScorer:
             self.metrics[spec.name] = create_metric(spec.name, **params)
             self.tasks[spec.name] = task
         self.n_no_gt_mask = self.n_no_pred_mask = self.n_tampered_without_pred = 0
-        self.any_pred_mask = self.any_text = False
+        self.any_pred_mask = self.any_text = self.mask_bytes_missing = False
         self.values = level_values()
 
     def _binary_on_ternary(self) -> bool:
@@ -139,6 +139,7 @@ class GroupScorer:
                 self._localization(metric, labels, has_pred, has_gt, stats, ids)
             elif task == "explanation":
                 self.any_text |= good.column("text").null_count < good.num_rows
+                self.mask_bytes_missing |= _mask_bytes_missing(good)
                 _explanation(metric, good)
             else:
                 self._legacy(metric, labels, probs, has_pred, has_gt, stats, ids)
@@ -190,7 +191,7 @@ class GroupScorer:
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
                 result.values["n_no_pred_mask"] = MetricValue(value=float(self.n_no_pred_mask))
-            elif task == "explanation" and self.protocol.store_masks == "stats":
+            elif task == "explanation" and self.mask_bytes_missing:
                 result.convention["masks"] = "not stored (store_masks: stats): region consistency has no sample"
             elif task == "detection+localization":
                 result.convention["missing_pred_mask"] = "empty prediction (no forged pixels)"
@@ -214,6 +215,12 @@ def _explanation(metric: Any, rows: pa.Table) -> None:
         metric.update([r["text"] for r in chunk], [reference_of(r["meta"]) for r in chunk],
                       [r["label"] for r in chunk], predicted, pred_masks, gt_masks,
                       sample_ids=[r["sample_id"] for r in chunk])
+
+
+def _mask_bytes_missing(rows: pa.Table) -> bool:
+    """Whether a row has a mask (its height is set) stored without its bytes (``store_masks: stats``)."""
+    return any(pc.any(pc.and_(pc.is_valid(rows.column(f"{m}_h")), pc.is_null(rows.column(m)))).as_py() is True
+               for m in ("pred_mask", "gt_mask"))
 
 
 def reference_of(meta_json: str | None) -> str | None:

@@ -7,7 +7,9 @@ What it does, in order:
 2. trains each demo model on the sid-mini ``train`` split with model selection on
    ``validation`` (never test), through its own recipe (``Detector.fit``);
 3. runs ``sid_mini_detection``, ``sid_mini_localization`` (localizers), ``sid_mini_robustness``
-   and ``dmimage_mini_cross`` on the test splits with the trained weights;
+   and ``dmimage_mini_cross`` on the test splits with the trained weights; for SIDA also
+   ``sid_mini_explanation`` twice: the official template answers (the floor) and the greedy text
+   of a short description stage (stage 2) trained on sid-mini's description subset;
 4. writes ``DIR/runs/<protocol>/<model>/`` (predictions, results.json), ``DIR/tables/`` (md,
    LaTeX, CSV), ``DIR/figures/`` (ROC curves, robustness curves, mask overlays, confusion
    matrices), ``DIR/leaderboard/`` (the static leaderboard site of the runs) and a short
@@ -42,11 +44,15 @@ AUDIT_MODEL = "npr"
 AUDIT_LIMIT = 90
 """The demo audits one model on this many sid-mini test images (30 per class): about half a minute."""
 QUICK_PER_CLASS = {"train": 60, "validation": 20, "test": 30}
+EXPLANATION_LIMIT = 30
+"""Test images of the demo's explanation runs (spread evenly through the test split; greedy text costs one
+language-model pass per token, so this keeps the added time small)."""
 PROTOCOLS = {
     "detection": "sid_mini_detection",
     "localization": "sid_mini_localization",
     "robustness": "sid_mini_robustness",
     "cross_dataset": "dmimage_mini_cross",
+    "explanation": "sid_mini_explanation",
 }
 
 
@@ -61,6 +67,9 @@ class DemoModel:
     train_quick: dict[str, Any] = field(default_factory=dict)
     localizes: bool = False
     robustness: bool = True
+    describe: dict[str, Any] | None = None
+    describe_quick: dict[str, Any] | None = None
+    """Description-stage (stage 2) budgets; set for a model that explains (scored by ``sid_mini_explanation``)."""
 
 
 DEMO_MODELS: tuple[DemoModel, ...] = (
@@ -70,7 +79,8 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
     DemoModel("fredect", "fredect:tiny", {"num_classes": 3}, train_quick={"epochs": 1}),
     DemoModel("univfd", "univfd:tiny", {"num_classes": 3}, train_quick={"epochs": 1}),
     DemoModel("pscc_net", "pscc_net:tiny", {}, train_quick={"epochs": 1, "max_steps": 12}, localizes=True),
-    DemoModel("sida", "sida:tiny", {}, train_quick={"max_steps": 20}, localizes=True),
+    DemoModel("sida", "sida:tiny", {}, train_quick={"max_steps": 20}, localizes=True,
+              describe={"max_steps": 30}, describe_quick={"max_steps": 15}),
 )
 
 
@@ -108,6 +118,7 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
             weights[m.key], training[m.key] = _train(m, data_root, out_dir, quick, device, seed)
         STDERR.print("[bold]3/4[/] running the bundled protocols on the test splits")
         runs = _run_protocols(models, weights, roots, out_dir, device)
+        runs["explanation"] = _run_explanations(models, weights, data_root, out_dir, quick, device, seed, training)
         audit = _audit(models, weights, roots, out_dir, device)
         STDERR.print("[bold]4/4[/] tables, figures and the leaderboard site")
         tables = _write_tables(runs, out_dir / "tables")
@@ -123,18 +134,19 @@ def run_demo(out_dir: Path, *, quick: bool = False, device: str = "cpu", seed: i
     return DemoResult(out_dir, tables, figures, time.time() - started, training, claims, audit)
 
 
-def _train(m: DemoModel, data_root: Path, out_dir: Path, quick: bool, device: str,
-           seed: int) -> tuple[Path, dict[str, Any]]:
+def _train(m: DemoModel, data_root: Path, out_dir: Path, quick: bool, device: str, seed: int,
+           init: Path | None = None, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
     from bench.model import TrainOptions
     from bench.plugins import create_dataset, create_model
 
     torch.manual_seed(seed)
     t0 = time.time()
-    model = create_model(m.spec, device=device, **m.options)
+    model = create_model(m.spec, weights=init, device=device, **m.options)
     train = create_dataset("sid_mini", root=data_root, split="train")
     val = create_dataset("sid_mini", root=data_root, split="validation")
     budget = m.train_quick if quick else m.train
-    report = model.fit(train, val, TrainOptions(out_dir=out_dir / "checkpoints" / m.key, seed=seed, **budget))
+    report = model.fit(train, val, TrainOptions(out_dir=out_dir / "checkpoints" / m.key, seed=seed, extra=extra or {},
+                                                **budget))
     seconds = time.time() - t0
     best = Path(report["best"])
     STDERR.print(f"      {m.key:<9} trained in {seconds:5.1f} s  →  {best}")
@@ -195,6 +207,34 @@ def _audit(models: Sequence[DemoModel], weights: dict[str, Path], roots: dict[st
     seconds = time.time() - t0
     STDERR.print(f"      audit of {m.key} ({AUDIT_LIMIT} images) in {seconds:5.1f} s  →  {audit_dir / REPORT_HTML}")
     return audit_dir / REPORT_HTML
+
+
+def _run_explanations(models: Sequence[DemoModel], weights: dict[str, Path], data_root: Path, out_dir: Path,
+                      quick: bool, device: str, seed: int, training: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """For each explaining model: template answers (the floor), then a description stage and its text."""
+    from bench.evaluation.runner import run_protocol
+    from bench.evaluation.scorer import score_run
+    from bench.plugins import create_model
+
+    runs: dict[str, Path] = {}
+    roots = {"sid_mini": data_root}
+    for m in models:
+        budget = m.describe_quick if quick else m.describe
+        if budget is None:
+            continue
+        stage2 = DemoModel(f"{m.key}_description", m.spec, m.options, train=budget, train_quick=budget)
+        weights[stage2.key], training[stage2.key] = _train(stage2, data_root, out_dir, quick, device, seed,
+                                                           init=weights[m.key], extra={"stage": 2})
+        for key, text in ((f"{m.key}_template", "template"), (stage2.key, "generated")):
+            model = create_model(m.spec, weights=weights[m.key if text == "template" else stage2.key],
+                                 device=device, explain=True, text=text, **m.options)
+            run_dir = out_dir / "runs" / PROTOCOLS["explanation"] / key
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_protocol(PROTOCOLS["explanation"], model, run_dir, data_roots=roots, limit=EXPLANATION_LIMIT)
+            score_run(run_dir).write(run_dir)
+            runs[key] = run_dir
+    return runs
 
 
 def _write_tables(runs: dict[str, dict[str, Path]], out: Path) -> list[Path]:

@@ -10,6 +10,9 @@ Markdown and LaTeX; ``–`` marks a number that is undefined or not produced):
   overall) and localization AUC / F1 / IoU.
 - ``cross_dataset`` (Table 5): Real / Fake / Overall accuracy and F1 of ``binary_detection``;
   Overall F1 = the mean of the real and fake F1 (macro).
+- ``explanation`` (no paper table; docs/explanations.md): ROUGE-L, BLEU-1/2/4, chrF and CSS of
+  ``explanation`` against the reference descriptions; parse rate and slot scores; class and
+  region consistency. A model without text gets a note "not applicable" and dashes.
 Rows come from the clean condition (perturbation ``none``) except in ``robustness``. Several
 runs merge into one table, one row per model (and dataset, when runs cover more than one).
 """
@@ -30,12 +33,14 @@ from bench.evaluation.results import ResultEntry, ResultsFile
 
 FORMATS = ("md", "latex", "csv")
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
-TITLES = {"detection": "Table 2", "localization": "Table 3", "robustness": "Table 4", "cross_dataset": "Table 5"}
+TITLES = {"detection": "Table 2", "localization": "Table 3", "robustness": "Table 4", "cross_dataset": "Table 5",
+          "explanation": "Explanation"}
 DEFAULT_CAPTIONS = {
     "detection": "Detection: per-class accuracy (= recall) and one-vs-rest F1; overall accuracy and macro F1.",
     "localization": "Localization of tampered regions: pixel AUC, F1 and IoU.",
     "robustness": "Robustness: detection ACC/F1 and localization AUC/F1/IoU under each perturbation.",
     "cross_dataset": "Cross-dataset detection: real, fake and overall accuracy and F1.",
+    "explanation": "Explanations: text scores against reference descriptions, slot scores and consistency.",
 }
 
 Getter = Callable[[ResultEntry], "float | None"]
@@ -58,6 +63,22 @@ def mean_of(*getters: Getter) -> Getter:
     return get
 
 
+def explanation_notes(label: str, entry: ResultEntry) -> list[str]:
+    """Why a row of the explanation table has dashes: no text at all, or no CSS embedder."""
+    result = entry.metrics.get("explanation")
+    if result is None:
+        return []
+    if result.skipped is not None:
+        return [f"{label}: {result.skipped}."]
+    css = result.convention.get("css", {})
+    status = css.get("status", "computed") if isinstance(css, dict) else "computed"
+    return [] if status == "computed" else [f"{label}: CSS {status}."]
+
+
+def _explanation(key: str) -> Getter:
+    return metric("explanation", key)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Column groups of a table: ``[(group name, [(column name, getter)])]``."""
@@ -65,6 +86,9 @@ class Layout:
     groups: list[tuple[str, list[tuple[str, Getter]]]]
     per_perturbation: bool = False
     notes: tuple[str, ...] = ()
+    row_notes: Callable[[str, ResultEntry], list[str]] | None = None
+    label_options: tuple[str, ...] = ()
+    """Model options shown in the row label (``sida:tiny · text=generated``)."""
 
     @property
     def columns(self) -> list[tuple[str, str, Getter]]:
@@ -96,6 +120,19 @@ LAYOUTS: dict[str, Layout] = {
         ("Overall", [("Acc", metric("binary_detection", "accuracy")),
                      ("F1", mean_of(metric("binary_detection", "f1_real"), metric("binary_detection", "f1_fake")))]),
     ], notes=("Overall F1 = mean of the real and fake F1 (macro).",)),
+    "explanation": Layout([
+        ("Text vs reference", [("ROUGE-L", _explanation("rouge_l")), ("BLEU-1", _explanation("bleu1")),
+                               ("BLEU-2", _explanation("bleu2")), ("BLEU-4", _explanation("bleu4")),
+                               ("chrF", _explanation("chrf")), ("CSS", _explanation("css"))]),
+        ("Slots", [("Parsed", _explanation("parse_rate")), ("Type", _explanation("slot_type_acc")),
+                   ("Areas", _explanation("slot_areas_rouge_l")), ("Content", _explanation("slot_content_rouge_l")),
+                   ("Incons.", _explanation("slot_inconsistencies_rouge_l"))]),
+        ("Consistency", [("Class=pred", _explanation("class_vs_pred")), ("Class=GT", _explanation("class_vs_gt")),
+                         ("Region=pred", _explanation("region_vs_pred")), ("Region=GT", _explanation("region_vs_gt"))]),
+    ], notes=("Text scores on samples with a reference description (others counted, not scored); BLEU and chrF "
+              "are corpus scores; CSS = cosine of mean-pooled sentence embeddings (x100). Slot scores: ROUGE-L "
+              "per slot where both texts parse. Consistency: rates over texts that state a class / name a region.",),
+       row_notes=explanation_notes, label_options=("text",)),
 }
 
 
@@ -141,6 +178,8 @@ def build_table(kind: str, runs: Sequence[tuple[str, ResultsFile]]) -> Table:
             if not layout.per_perturbation and entry.perturbation.key != CLEAN:
                 continue
             label = results.model_label
+            options = results.model.get("options") or {}
+            label += "".join(f" · {k}={options[k]}" for k in layout.label_options if k in options)
             if len(datasets) > 1:
                 label += f" ({entry.dataset}/{entry.split})"
             if layout.per_perturbation and entry.perturbation.key != CLEAN:
@@ -149,6 +188,8 @@ def build_table(kind: str, runs: Sequence[tuple[str, ResultsFile]]) -> Table:
             if seen[label] > 1:
                 label += f" [{run_name}]"
             table.rows.append((label, [get(entry) for _, _, get in layout.columns]))
+            if layout.row_notes is not None:
+                table.notes.extend(n for n in layout.row_notes(label, entry) if n not in table.notes)
             if entry.n_errors:
                 table.notes.append(f"{label}: {entry.n_errors} of {entry.n} samples failed (excluded from metrics).")
             note = f"{results.model_label}: scored with {entry.adapter}."

@@ -12,7 +12,7 @@ from bench.evaluation.protocol_files import bundled_protocols
 
 BUNDLED = ["sid_set_detection", "sid_set_localization", "sid_set_robustness", "dmimage_cross",
            "sid_mini_detection", "sid_mini_localization", "sid_mini_robustness", "dmimage_mini_cross",
-           "sid_set_audit", "sid_mini_audit"]
+           "sid_set_audit", "sid_mini_audit", "sid_set_explanation", "sid_mini_explanation"]
 
 
 def write(folder: Path, name: str, text: str) -> Path:

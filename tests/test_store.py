@@ -68,6 +68,29 @@ def test_ground_truth_is_stored_once_per_shard_and_resolved_on_read(tmp_path: Pa
         assert np.array_equal(decode_stats(r["mask_stats"]), mask_stats(quantise_mask(pred), want))
 
 
+def test_streamed_batches_resolve_ground_truth_references_across_batches(tmp_path: Path) -> None:
+    """One row per batch: the rows that hold only a reference still get the mask, also when the row
+    holding it lost its key to a later shard."""
+    gt = np.zeros((12, 9), dtype=bool)
+    gt[2:7, 1:4] = True
+    store = PredictionStore(tmp_path / "p", flush_every=10)
+    for pert in ("none", "jpeg(quality=70)", "noise(sigma=2)"):
+        store.add(_mask_row("s1", pert, gt))
+    store.flush()
+    later = PredictionStore(tmp_path / "p", writer="r9")
+    later.add({**_mask_row("s1", "none", gt), "gt_mask": None, "gt_ref": None, "gt_mask_h": None, "gt_mask_w": None})
+    later.flush()
+    batches = list(store.iter_batches(["perturbation", "gt_mask", "gt_mask_h", "gt_mask_w"], rows=1))
+    rows = [r for b in batches for r in b.to_pylist()]
+    assert all(b.column_names == ["perturbation", "gt_mask", "gt_mask_h", "gt_mask_w"] for b in batches)
+    assert sorted(r["perturbation"] for r in rows) == ["jpeg(quality=70)", "noise(sigma=2)", "none"]
+    for r in rows:
+        if r["perturbation"] == "none":  # the later shard's row: no ground truth
+            assert r["gt_mask"] is None
+        else:
+            assert np.array_equal(decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]), gt)
+
+
 def test_a_non_finite_predicted_mask_is_a_recorded_error() -> None:
     gt = np.zeros((8, 8), dtype=bool)
     run = RunIdentity("m:x", None, "pol", 0)

@@ -31,10 +31,19 @@ truth's). A usable row without mask bytes (a ``store_masks: stats`` store) makes
 recorded skip, never a partial score. A predicted mask of another size than its ground truth
 has no ``mask_stats``: only the pixel path with ``pred_resize`` scores it; any other
 localization metric refuses it with one line naming the sample.
+
+The ``explanation`` metric reads each row's ``text``, its reference ``meta["explanation"]`` (as
+the dataset loaders set it: SID-Set ``description/<class>_GT.json``, the parquet ``description``
+column, sid-mini), the predicted class (argmax of ternary probabilities; -1 for binary ones,
+which name no ternary class) and the masks, decoded from the row's bytes a few rows at a time
+(:data:`EXPLANATION_CHUNK`); a run stored with ``store_masks: stats`` keeps no mask bytes, so its
+region consistency has no sample (NaN, never a guess). A group in which no row has a text is
+"not applicable" (:data:`NOT_APPLICABLE`), not zeros.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -56,12 +65,25 @@ BINARY_ON_TERNARY_PARAMS: dict[str, dict[str, Any]] = {"ternary_detection": {"mo
 MAX_ERRORS_LISTED = 20
 FEED_COLUMNS = ["dataset", "split", "perturbation", "sample_id", "label", "probs", "group", "error",
                 "pred_mask_h", "gt_mask_h", "mask_stats"]
-"""The store columns scoring reads (never the mask bytes)."""
+"""The store columns scoring reads (never the mask bytes, unless a metric reads text: :data:`TEXT_COLUMNS`)."""
 PIXEL_COLUMNS = [*FEED_COLUMNS, "pred_mask", "pred_mask_w", "gt_mask", "gt_mask_w"]
 """The columns read when a metric needs the pixels (:data:`FEED_COLUMNS` and the masks)."""
 NO_PIXELS = ("{name}: border_exclusion / pred_resize need the mask pixels, and this store keeps only per-image "
              "statistics (store_masks: stats); re-run with store_masks: full")
 NO_PIXEL_COLUMNS = "{name}: border_exclusion / pred_resize need the mask pixels, which this feed does not read"
+TEXT_COLUMNS = ["probs_space", "text", "meta", "pred_mask", "pred_mask_w", "gt_mask", "gt_mask_w"]
+"""The further columns the ``explanation`` metric reads."""
+EXPLANATION_CHUNK = 32
+"""Rows whose masks the ``explanation`` feed decodes at a time."""
+NOT_APPLICABLE = "not applicable: the model produced no explanation text"
+
+
+def feed_columns(protocol: Protocol) -> list[str]:
+    """The store columns scoring ``protocol`` reads."""
+    from bench.plugins import METRICS
+
+    reads_text = any(METRICS.get(m.name).task == "explanation" for m in protocol.metrics)
+    return FEED_COLUMNS + TEXT_COLUMNS if reads_text else list(FEED_COLUMNS)
 
 
 class GroupScorer:
@@ -106,7 +128,7 @@ class GroupScorer:
             self.tasks[spec.name] = task
         self.pixel_metrics = {n for n, m in self.metrics.items() if getattr(m, "needs_pixels", False)}
         self.n_no_gt_mask = self.n_no_pred_mask = 0
-        self.any_pred_mask = False
+        self.any_pred_mask = self.any_text = self.mask_bytes_missing = False
         self.values = level_values()
 
     @property
@@ -143,6 +165,10 @@ class GroupScorer:
                 self._detection(metric, labels, probs, good.column("group").to_pylist(), ids)
             elif task == "localization":
                 self._localization(metric, labels, has_pred, has_gt, stats, ids)
+            elif task == "explanation":
+                self.any_text |= good.column("text").null_count < good.num_rows
+                self.mask_bytes_missing |= _mask_bytes_missing(good)
+                _explanation(metric, good)
             else:
                 self._legacy(metric, labels, probs, has_pred, has_gt, stats, ids)
 
@@ -228,10 +254,15 @@ class GroupScorer:
                 out[spec.name] = MetricResult(convention=self.metrics[spec.name].convention(), skipped=state)
                 continue
             metric, task = state, self.tasks[spec.name]
+            if task == "explanation" and not self.any_text:
+                out[spec.name] = MetricResult(convention=metric.convention(), skipped=NOT_APPLICABLE)
+                continue
             result = metric_result(metric, self.protocol)
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
                 result.values["n_no_pred_mask"] = MetricValue(value=float(self.n_no_pred_mask))
+            elif task == "explanation" and self.mask_bytes_missing:
+                result.convention["masks"] = "not stored (store_masks: stats): region consistency has no sample"
             out[spec.name] = result
         return ResultEntry(dataset=dataset, split=split, perturbation=self.pert, n=self.n, n_errors=self.n_errors,
                            errors=self.errors, adapter=_adapter_name(LabelSpace(self.probs_space),
@@ -261,6 +292,35 @@ def metric_from_rows(protocol: Protocol, name: str, rows: pa.Table,
     scorer = GroupScorer(single, pert, rows.select(["sample_id", "error", "probs_space"]))
     scorer.update(rows.select([c for c in PIXEL_COLUMNS if c in rows.column_names or c in FEED_COLUMNS]))
     return scorer.state(name)
+
+
+def _explanation(metric: Any, rows: pa.Table) -> None:
+    """Feed error-free rows to an ``explanation`` metric, :data:`EXPLANATION_CHUNK` at a time."""
+    for start in range(0, rows.num_rows, EXPLANATION_CHUNK):
+        chunk = rows.slice(start, EXPLANATION_CHUNK).to_pylist()
+        predicted = [int(np.argmax(r["probs"])) if r["probs_space"] == LabelSpace.TERNARY.value and r["probs"] else -1
+                     for r in chunk]
+        pred_masks = [decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) if r["pred_mask"] else None
+                      for r in chunk]
+        gt_masks = [decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"]) if r["gt_mask"] else None
+                    for r in chunk]
+        metric.update([r["text"] for r in chunk], [reference_of(r["meta"]) for r in chunk],
+                      [r["label"] for r in chunk], predicted, pred_masks, gt_masks,
+                      sample_ids=[r["sample_id"] for r in chunk])
+
+
+def _mask_bytes_missing(rows: pa.Table) -> bool:
+    """Whether a row has a mask (its height is set) stored without its bytes (``store_masks: stats``)."""
+    return any(pc.any(pc.and_(pc.is_valid(rows.column(f"{m}_h")), pc.is_null(rows.column(m)))).as_py() is True
+               for m in ("pred_mask", "gt_mask"))
+
+
+def reference_of(meta_json: str | None) -> str | None:
+    """``meta["explanation"]`` of a stored row, or ``None``."""
+    if not meta_json:
+        return None
+    value = json.loads(meta_json).get("explanation")
+    return str(value) if value is not None else None
 
 
 def _probs(column: pa.ChunkedArray, n: int) -> np.ndarray:

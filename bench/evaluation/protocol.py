@@ -35,8 +35,9 @@ from bench.types import LabelSpace
 CLEAN = "none"
 """The perturbation name of the unperturbed (clean) condition."""
 
-TABLE_KINDS = ("detection", "localization", "robustness", "cross_dataset")
-"""Paper layouts: Table 2 (detection), 3 (localization), 4 (robustness), 5 (cross_dataset)."""
+TABLE_KINDS = ("detection", "localization", "robustness", "cross_dataset", "explanation")
+"""Paper layouts: Table 2 (detection), 3 (localization), 4 (robustness), 5 (cross_dataset); and the
+explanation table (no paper counterpart: docs/explanations.md)."""
 
 
 class _Strict(BaseModel):
@@ -122,7 +123,7 @@ class NeutraliseSpec(_Strict):
 class TableSpec(_Strict):
     """A table to render from the results: a paper layout and its caption."""
 
-    kind: Literal["detection", "localization", "robustness", "cross_dataset"]
+    kind: Literal["detection", "localization", "robustness", "cross_dataset", "explanation"]
     caption: str = ""
 
 

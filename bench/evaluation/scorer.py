@@ -4,7 +4,8 @@ The store is streamed (:meth:`~bench.evaluation.store.PredictionStore.iter_batch
 pass reads the light columns of every shard (keys, ids, errors) to find the winning row of each
 key; the second feeds batches of rows, shard by shard, into one
 :class:`~bench.evaluation.metric_feed.GroupScorer` per (dataset, split, perturbation). Mask bytes
-are not read: localization metrics use each row's per-image ``mask_stats``, so memory is
+are not read by localization metrics (they use each row's per-image ``mask_stats``) except as below; the
+``explanation`` metric reads texts and masks, in batches of :data:`TEXT_FEED_ROWS`. Memory is
 bounded by one batch plus the metrics' per-sample rows, and the numbers equal one in-memory
 pass over the rows sorted by sample id (whatever order, batch size or sharding wrote them).
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 from bench.errors import UserError
 from bench.evaluation.conditions import build_conditions
-from bench.evaluation.metric_feed import FEED_COLUMNS, PIXEL_COLUMNS, GroupScorer
+from bench.evaluation.metric_feed import PIXEL_COLUMNS, GroupScorer, feed_columns
 from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
 from bench.evaluation.results import PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.evaluation.run_record import complete_records, environment, git_commit, split_key
@@ -34,6 +35,8 @@ from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore
 
 FEED_ROWS = 1024
 """Rows per batch fed to the metrics (columns without mask bytes: about 5 KB a row)."""
+TEXT_FEED_ROWS = 64
+"""Rows per batch when a metric reads texts and mask bytes (``explanation``)."""
 
 
 def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None,
@@ -60,9 +63,11 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
              for c in build_conditions(proto)}
     wanted = {(d.name, d.split, k) for d in proto.datasets for k in perts}
     scorers = {key: GroupScorer(proto, perts[key[2]], rows) for key, rows in _groups(index.table) if key in wanted}
-    pixels = any(s.needs_pixels for s in scorers.values())
-    batches = (store.iter_row_groups(PIXEL_COLUMNS, index) if pixels
-               else store.iter_batches(FEED_COLUMNS, index, rows=FEED_ROWS))
+    columns = feed_columns(proto)
+    if any(s.needs_pixels for s in scorers.values()):
+        batches = store.iter_row_groups(list(dict.fromkeys([*PIXEL_COLUMNS, *columns])), index)
+    else:
+        batches = store.iter_batches(columns, index, rows=TEXT_FEED_ROWS if "pred_mask" in columns else FEED_ROWS)
     for batch in batches:
         for key, rows in _groups(batch):
             if key in scorers:

@@ -356,14 +356,18 @@ class PredictionStore:
     def iter_batches(self, columns: Iterable[str], index: "StoreIndex | None" = None,
                      rows: int = ROW_GROUP) -> Iterator[pa.Table]:
         """The winning rows, shard by shard, at most ``rows`` at a time, with ``columns`` only
-        (in storage order: sort what order matters for). Never more than one batch in memory."""
+        (in storage order: sort what order matters for). Never more than one batch in memory,
+        besides a shard's distinct ground-truth masks when ``gt_mask`` is read (references resolved)."""
         cols = list(columns)
         index = index if index is not None else self.index()
         for shard, keep in zip(index.shards, index.keep):
             start = 0
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=cols, use_threads=False):
+            held: dict[str, bytes] = {}
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=_with_gt(cols),
+                                                            use_threads=False):
                 n = batch.num_rows
-                table = pa.Table.from_batches([batch]).filter(pa.array(keep[start:start + n]))
+                table = _resolve_gt(pa.Table.from_batches([batch]), held).select(cols)
+                table = table.filter(pa.array(keep[start:start + n]))
                 start += n
                 if table.num_rows:
                     yield table
@@ -499,12 +503,14 @@ def _resolve_gt_from(pf: pq.ParquetFile, table: pa.Table, first_group: dict[str,
     return table.set_column(table.column_names.index("gt_mask"), "gt_mask", pa.array(filled, pa.binary()))
 
 
-def _resolve_gt(table: pa.Table) -> pa.Table:
-    """Fill ``gt_mask`` of rows that only hold a reference (same shard)."""
+def _resolve_gt(table: pa.Table, held: dict[str, bytes] | None = None) -> pa.Table:
+    """Fill ``gt_mask`` of rows that only hold a reference (same shard). ``held``: the masks of
+    the shard's earlier batches, updated with this one's (a mask precedes its references)."""
     if "gt_mask" not in table.column_names:
         return table
     refs = table.column("gt_ref").to_pylist()
     masks = table.column("gt_mask").to_pylist()
-    by_ref = {r: m for r, m in zip(refs, masks) if r is not None and m is not None}
+    by_ref = held if held is not None else {}
+    by_ref.update({r: m for r, m in zip(refs, masks) if r is not None and m is not None})
     filled = [by_ref.get(r) if m is None and r is not None else m for r, m in zip(refs, masks)]
     return table.set_column(table.column_names.index("gt_mask"), "gt_mask", pa.array(filled, pa.binary()))

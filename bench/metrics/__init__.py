@@ -5,4 +5,5 @@ PLUGINS: dict[str, str] = {
     "binary_detection": "bench.metrics.detection:BinaryDetection",
     "localization": "bench.metrics.localization:Localization",
     "sida_legacy": "bench.metrics.legacy:SidaLegacy",
+    "explanation": "bench.metrics.explanation:Explanation",
 }

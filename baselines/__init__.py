@@ -10,4 +10,6 @@ PLUGINS: dict[str, str] = {
     "npr": "baselines.npr:NPR",
     "fredect": "baselines.fredect:FreDect",
     "pscc_net": "baselines.pscc_net:PSCCNet",
+    "lgrad": "baselines.lgrad:LGrad",
+    "lnp": "baselines.lnp:LNP",
 }

@@ -1,6 +1,8 @@
 """The CNNDetection-family training recipe, shared by CNNSpot, UnivFD, NPR and FreDect.
 
-One epoch: shuffle the ``train`` split, then per image: resize (``load_size``), optional blur
+One epoch: shuffle the ``train`` split, then per image: the model's frozen extractor
+(``extractor_view``: LGrad's gradient image, LNP's noise image; identity for the others, computed
+once per image and epoch), resize (``load_size``), optional blur
 (σ ~ U[blur_sigma]) and JPEG (quality ~ U{jpeg_quality}) each with its probability, random
 crop (``crop_size``), horizontal flip, then the model's own tensor conversion. Loss:
 BCE-with-logits on the one logit (fake = label ≠ 0), or cross-entropy for a 3-class head.
@@ -76,6 +78,7 @@ class Trainable(Protocol):
     num_outputs: int
     device: torch.device
 
+    def extractor_view(self, image: np.ndarray) -> np.ndarray: ...
     def to_input(self, image: np.ndarray) -> torch.Tensor: ...
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]: ...
     def state_for_checkpoint(self) -> dict[str, torch.Tensor]: ...
@@ -208,7 +211,7 @@ def evaluate(model: Trainable, dataset: Any, recipe: TrainRecipe, batch_size: in
         for sample in dataset.iter_samples():
             if sample.image is None:
                 continue
-            batch.append(model.to_input(eval_geometry(sample.image, recipe)))
+            batch.append(model.to_input(eval_geometry(model.extractor_view(sample.image), recipe)))
             targets.append(target_of(sample.label, model.num_outputs))
             if len(batch) == batch_size:
                 flush()
@@ -276,7 +279,7 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
             batch: list[torch.Tensor] = []
             targets: list[float | int] = []
             images = shuffled_images(train, options.seed, state.epoch, recipe.shuffle_buffer,
-                                     lambda im: load_resize(im, recipe))
+                                     lambda im: load_resize(model.extractor_view(im), recipe))
             for pos, (image, label) in enumerate(images):
                 if image is None:
                     state.skipped_samples += 1

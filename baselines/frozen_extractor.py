@@ -123,7 +123,8 @@ class ExtractorDetector(SingleLogitDetector):
     def state_for_checkpoint(self) -> dict[str, torch.Tensor]:
         state = dict(self.network.state_dict())
         if self.extractor_path is None:
-            state.update({EXTRACTOR_PREFIX + k: v for k, v in self.extractor.state_dict().items()})
+            # cloned: LNP's shared PReLU appears under several keys, which safetensors refuses to alias
+            state.update({EXTRACTOR_PREFIX + k: v.clone() for k, v in self.extractor.state_dict().items()})
         return state
 
     def load_our_state(self, state: Mapping[str, torch.Tensor], source: Path | str) -> None:

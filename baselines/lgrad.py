@@ -211,7 +211,9 @@ class LGradConfig:
                            "LGrad-4class-Trainon-Progan_car_cat_chair_horse.pth (README, Google Drive)")
 
 
-# sid-mini-sized recipe: the 64×64 gradient image, no crop, no blur/JPEG.
+# sid-mini-sized recipe: the 128×128 gradient image (of a 128 px discriminator: 96 px sid-mini images are
+# up-sampled; down-sampling them to 64 px erased the traces a random discriminator's gradient keeps), no crop,
+# no blur/JPEG.
 _TINY_TRAIN = TrainRecipe(optimizer="adam", lr=1e-3, batch_size=16, epochs=6, schedule="step", step_epochs=10,
                           lr_factor=0.8, load_size=None, crop_size=None)
 
@@ -224,7 +226,7 @@ class LGrad(ExtractorDetector):
         "default": LGradConfig(),
         "aigcdetect": LGradConfig(layout="aigcdetect", weights_source=(
             f"{DISCRIMINATOR_FILE} + AIGCDetectBenchmark weights/classifier/LGrad.pth ({{'model': ...}})")),
-        "tiny": LGradConfig(resolution=64, fmaps_base=512, fmaps_max=16, layers=(1, 1, 1, 1), width=16,
+        "tiny": LGradConfig(resolution=128, fmaps_base=2048, fmaps_max=16, layers=(1, 1, 1, 1), width=16,
                             train=_TINY_TRAIN, weights_source="random"),
     }
     weights_help = (

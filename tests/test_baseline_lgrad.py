@@ -333,3 +333,22 @@ def test_cli_predict_with_official_layout_files(tmp_path, monkeypatch, config):
                      str(tmp_path / "img.png")]) == 0
         probs = json.loads((out / "img.json").read_text())["probabilities"]
         assert list(probs.values()) == pytest.approx(list(expected), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bench.sidmini import SMALL_PER_CLASS, SMALL_SIZE, build_sid_mini
+
+    return build_sid_mini(tmp_path_factory.mktemp("sidmini"), per_class=SMALL_PER_CLASS, size=SMALL_SIZE)
+
+
+@pytest.mark.parametrize("protocol", ["sid_mini_detection", "dmimage_mini_cross", "sid_mini_robustness"])
+def test_tiny_runs_the_bundled_protocols(tmp_path, sid_mini_root, protocol):
+    from bench.cli import main
+
+    out = tmp_path / protocol
+    assert main(["run", protocol, "--model", "lgrad:tiny", "--data-root", f"sid_mini={sid_mini_root}",
+                 "--data-root", f"dmimage_mini={sid_mini_root}", "--limit", "6", "--out", str(out)]) == 0
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    assert entries and all(e["n"] == 6 and e["n_errors"] == 0 for e in entries)
+    assert json.loads((out / "results.json").read_text())["model"]["input_policy"]["resize"] == 128

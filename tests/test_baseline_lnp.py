@@ -284,3 +284,22 @@ def test_our_checkpoint_round_trip_and_cli_predict(tmp_path, parity_configs):
     save_checkpoint(tmp_path / "tiny", tiny.state_for_checkpoint(), tiny.checkpoint_config())
     np.testing.assert_allclose(create_model("lnp:tiny", num_classes=3, weights=tmp_path / "tiny").predict([image])[0].probs,
                                tiny.predict([image])[0].probs, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def sid_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bench.sidmini import SMALL_PER_CLASS, SMALL_SIZE, build_sid_mini
+
+    return build_sid_mini(tmp_path_factory.mktemp("sidmini"), per_class=SMALL_PER_CLASS, size=SMALL_SIZE)
+
+
+@pytest.mark.parametrize("protocol", ["sid_mini_detection", "dmimage_mini_cross", "sid_mini_robustness"])
+def test_tiny_runs_the_bundled_protocols(tmp_path, sid_mini_root, protocol):
+    from bench.cli import main
+
+    out = tmp_path / protocol
+    assert main(["run", protocol, "--model", "lnp:tiny", "--data-root", f"sid_mini={sid_mini_root}",
+                 "--data-root", f"dmimage_mini={sid_mini_root}", "--limit", "6", "--out", str(out)]) == 0
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    assert entries and all(e["n"] == 6 and e["n_errors"] == 0 for e in entries)
+    assert json.loads((out / "results.json").read_text())["model"]["input_policy"]["crop"] is None

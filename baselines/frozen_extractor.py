@@ -79,7 +79,8 @@ class ExtractorDetector(SingleLogitDetector):
         try:
             load_strict(module, state, path)
         except UserError as exc:
-            raise UserError(f"{exc}. Expected the {self.name}:{self.config_name} layout; see {self.docs_anchor}") from exc
+            hint = f"Expected the {self.name}:{self.config_name} layout; see {self.docs_anchor}"
+            raise UserError(f"{exc}. {hint}") from exc
 
     def load_official(self, path: Path) -> None:
         if self.extractor_path is None:

@@ -134,7 +134,8 @@ def noise_image(denoiser: nn.Module, image: np.ndarray) -> np.ndarray:
 
 
 def encode_like_official(ubyte: np.ndarray) -> np.ndarray:
-    """``cv2.imwrite(path, ubyte * 255)`` read back with PIL: uint8 wrap (v → (256 − v) mod 256), channels reversed."""
+    """``cv2.imwrite(path, ubyte * 255)`` read back with PIL: uint8 wrap (v → (256 − v) mod 256), channels
+    reversed."""
     return np.ascontiguousarray((ubyte * np.uint8(255))[..., ::-1])
 
 
@@ -245,7 +246,8 @@ class LNP(ExtractorDetector):
         raw = load_raw(path, allow_pickle=self.allow_pickle)
         state = strip_prefix(pick(raw, "state_dict", path), "module.")
         if "head.0.weight" not in state:
-            raise UserError(f"{path} is not a CycleISP DenoiseNet checkpoint (expected {{'state_dict': {{head.0.weight, "
+            raise UserError(f"{path} is not a CycleISP DenoiseNet checkpoint (expected {{'state_dict': "
+                            "{head.0.weight, "
                             f"body.0.body.0.body.0.weight, ...}}}}; found {list(state)[:4]}). {self.weights_help}")
         return state
 

@@ -283,7 +283,8 @@ def test_wrong_files_are_refused_with_one_line(tmp_path, parity_configs):
         create_model("lgrad:parity", weights=clf, discriminator=clf)
     wrong = tmp_path / "wrong_disc.pth"
     torch.save(random_discriminator_state(genforce_layout(64, 512, 16), 0), wrong)
-    with pytest.raises(UserError, match=r"does not match StyleGANDiscriminator: missing keys: input5.bias.*Expected the lgrad:parity layout; see docs/baselines.md#lgrad"):
+    with pytest.raises(UserError, match=r"does not match StyleGANDiscriminator: missing keys: input5.bias.*"
+                                         r"Expected the lgrad:parity layout; see docs/baselines.md#lgrad"):
         create_model("lgrad:parity", weights=clf, discriminator=wrong)
     state = torch.load(clf, weights_only=True)
     state["fc.weight"] = torch.zeros(3, state["fc.weight"].shape[1])

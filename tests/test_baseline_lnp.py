@@ -37,7 +37,8 @@ def denoiser_layout(num_rrg=4, num_dab=8, c=64, reduction=16) -> dict[str, tuple
             keys.update({p + "body.0.weight": (c, c, 3, 3), p + "body.0.bias": (c,), p + "body.1.weight": (c,),
                          p + "body.2.weight": (c, c, 3, 3), p + "body.2.bias": (c,),
                          p + "SA.spatial.conv.weight": (1, 2, 3, 3),
-                         p + "CA.conv_du.0.weight": (c // reduction, c, 1, 1), p + "CA.conv_du.0.bias": (c // reduction,),
+                         p + "CA.conv_du.0.weight": (c // reduction, c, 1, 1),
+                         p + "CA.conv_du.0.bias": (c // reduction,),
                          p + "CA.conv_du.2.weight": (c, c // reduction, 1, 1), p + "CA.conv_du.2.bias": (c,),
                          p + "conv1x1.weight": (c, 2 * c, 1, 1), p + "conv1x1.bias": (c,)})
         keys[f"body.{r}.body.{num_dab}.weight"], keys[f"body.{r}.body.{num_dab}.bias"] = (c, c, 3, 3), (c,)
@@ -105,8 +106,8 @@ def official_denoiser(state: dict[str, torch.Tensor], x: torch.Tensor, num_rrg: 
             res = conv(p + "body.2", F.prelu(conv(p + "body.0", h), prelu))
             pooled = torch.cat((torch.max(res, 1)[0].unsqueeze(1), torch.mean(res, 1).unsqueeze(1)), dim=1)
             sa = res * torch.sigmoid(F.conv2d(pooled, s[p + "SA.spatial.conv.weight"], padding=1))
-            y = torch.sigmoid(conv(p + "CA.conv_du.2", torch.relu(conv(p + "CA.conv_du.0", F.adaptive_avg_pool2d(res, 1),
-                                                                      0)), 0))
+            squeezed = torch.relu(conv(p + "CA.conv_du.0", F.adaptive_avg_pool2d(res, 1), 0))
+            y = torch.sigmoid(conv(p + "CA.conv_du.2", squeezed, 0))
             h = conv(p + "conv1x1", torch.cat([sa, res * y], dim=1), 0) + h
         h = conv(f"body.{r}.body.{num_dab}", h) + rrg_in
     h = F.prelu(conv(f"body.{num_rrg}", h), prelu)
@@ -147,7 +148,8 @@ def official_logits(clf_state, png: np.ndarray, cfg) -> torch.Tensor:
     aigc = cfg.layout == "aigcdetect"
     steps = [transforms.Resize(256), transforms.CenterCrop(224)] if aigc else (
         [transforms.CenterCrop(cfg.crop)] if cfg.crop else [])
-    x = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(**IMAGENET)])(Image.fromarray(png))[None]
+    tf = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(**IMAGENET)])
+    x = tf(Image.fromarray(png))[None]
     net = _reference_resnet(3 if aigc else 5, cfg.layers, cfg.width)
     net.load_state_dict(clf_state)
     with torch.no_grad():
@@ -255,6 +257,11 @@ def test_wrong_denoiser_files_are_refused(tmp_path, parity_configs):
         create_model("lnp:parity", weights=clf)
     with pytest.raises(UserError, match=r"expected a checkpoint with key 'state_dict'"):
         create_model("lnp:parity", weights=clf, denoiser=clf)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, foreign)
+    with pytest.raises(UserError, match=r"not a CycleISP DenoiseNet checkpoint \(expected \{'state_dict': "
+                                         r"\{head.0.weight, .*found \['conv.weight'\]\)"):
+        create_model("lnp:parity", weights=clf, denoiser=foreign)
     other = tmp_path / "other.pth"
     torch.save({"state_dict": random_denoiser_state(denoiser_layout(1, 1, 16, 4), 0)}, other)
     with pytest.raises(UserError, match=r"missing keys: body.0.body.1.*Expected the lnp:parity layout; see "
@@ -272,9 +279,11 @@ def test_our_checkpoint_round_trip_and_cli_predict(tmp_path, parity_configs):
     model = create_model("lnp:parity_aigc", weights=tmp_path / "w")
     expected = model.predict([image])[0].probs
     for weights in (["--weights", str(tmp_path / "w")],
-                    ["--weights", str(tmp_path / "w" / "LNP.pth"), "--option", f"denoiser={tmp_path / 'w' / DENOISER_FILE}"]):
+                    ["--weights", str(tmp_path / "w" / "LNP.pth"),
+                     "--option", f"denoiser={tmp_path / 'w' / DENOISER_FILE}"]):
         out = tmp_path / f"out{len(weights)}"
-        assert main(["predict", "--model", "lnp:parity_aigc", *weights, "--out", str(out), str(tmp_path / "img.png")]) == 0
+        args = ["predict", "--model", "lnp:parity_aigc", *weights, "--out", str(out), str(tmp_path / "img.png")]
+        assert main(args) == 0
         probs = json.loads((out / "img.json").read_text())["probabilities"]
         assert list(probs.values()) == pytest.approx(list(expected), abs=1e-6)
     save_checkpoint(tmp_path / "ours", model.state_for_checkpoint(), model.checkpoint_config())
@@ -282,8 +291,8 @@ def test_our_checkpoint_round_trip_and_cli_predict(tmp_path, parity_configs):
     np.testing.assert_allclose(again.predict([image])[0].probs, expected, atol=1e-7)
     tiny = create_model("lnp:tiny", num_classes=3)
     save_checkpoint(tmp_path / "tiny", tiny.state_for_checkpoint(), tiny.checkpoint_config())
-    np.testing.assert_allclose(create_model("lnp:tiny", num_classes=3, weights=tmp_path / "tiny").predict([image])[0].probs,
-                               tiny.predict([image])[0].probs, atol=1e-7)
+    back = create_model("lnp:tiny", num_classes=3, weights=tmp_path / "tiny")
+    np.testing.assert_allclose(back.predict([image])[0].probs, tiny.predict([image])[0].probs, atol=1e-7)
 
 
 @pytest.fixture(scope="module")

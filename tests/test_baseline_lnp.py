@@ -312,3 +312,29 @@ def test_tiny_runs_the_bundled_protocols(tmp_path, sid_mini_root, protocol):
     entries = json.loads((out / "results.json").read_text())["entries"]
     assert entries and all(e["n"] == 6 and e["n_errors"] == 0 for e in entries)
     assert json.loads((out / "results.json").read_text())["model"]["input_policy"]["crop"] is None
+
+
+def test_training_updates_the_classifier_only_and_resumes(tmp_path):
+    from bench.model import TrainOptions
+    from bench.plugins import create_dataset
+    from tests.test_training import write_sid_layout
+
+    root = write_sid_layout(tmp_path / "sid", per_class=3, size=(40, 44))
+    train, val = (create_dataset("sid_set", root=root, split=s) for s in ("train", "validation"))
+
+    def run(out: Path, epochs: int, resume: bool = False) -> LNP:
+        model = create_model("lnp:tiny", num_classes=3)
+        model.fit(train, val, TrainOptions(out_dir=out, epochs=epochs, batch_size=4, resume=resume, seed=1))
+        return model
+
+    start = create_model("lnp:tiny", num_classes=3)
+    frozen = {k: v.clone() for k, v in start.extractor.state_dict().items()}
+    full = run(tmp_path / "full", 2)
+    assert all(torch.equal(v, frozen[k]) for k, v in full.extractor.state_dict().items())
+    assert not torch.equal(full.network.fc.weight, start.network.fc.weight)
+    run(tmp_path / "split", 1)
+    resumed = run(tmp_path / "split", 2, resume=True)
+    for k, v in full.network.state_dict().items():
+        torch.testing.assert_close(v, resumed.network.state_dict()[k], atol=1e-5, rtol=1e-4)
+    best = create_model("lnp:tiny", num_classes=3, weights=tmp_path / "full" / "best")
+    assert best.predict(_images([(40, 44)]))[0].probs.shape == (3,)

@@ -15,4 +15,6 @@ PLUGINS: dict[str, str] = {
     "mvss_net": "baselines.mvss_net:MVSSNet",
     "hifi_net": "baselines.hifi_net:HiFiNet",
     "trufor": "baselines.trufor:TruFor",
+    "lgrad": "baselines.lgrad:LGrad",
+    "lnp": "baselines.lnp:LNP",
 }

@@ -133,7 +133,9 @@ class SingleLogitDetector(Detector):
     - :meth:`make_network` → the ``nn.Module`` stored as ``self.network`` (logits (B, n));
     - :meth:`test_geometry` → the official test-time resize/crop of a uint8 image;
     - :meth:`to_input` → uint8 image (after geometry) → network input tensor;
-    - :meth:`load_official` → load an official checkpoint file into ``self.network``.
+    - :meth:`load_official` → load an official checkpoint file into ``self.network``;
+    - optionally :meth:`extractor_view` → the uint8 image a frozen extractor makes of the input
+      (LGrad's gradient image, LNP's noise image), before the geometry; identity by default.
 
     Options: ``num_classes`` (2 = official binary head, 3 = ternary head for retraining);
     ``init_seed`` (default 0): the seed of the random initialisation, so two builds of the
@@ -173,9 +175,13 @@ class SingleLogitDetector(Detector):
     def load_official(self, path: Path) -> None:
         """Load an official checkpoint into ``self.network`` (strict)."""
 
+    def extractor_view(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 image → the uint8 image the classifier reads (training and test); identity here."""
+        return image
+
     # ------------------------------------------------------------------ Detector API
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return self.to_input(self.test_geometry(image))
+        return self.to_input(self.test_geometry(self.extractor_view(image)))
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw (B, num_outputs) logits for a preprocessed batch."""
@@ -239,10 +245,11 @@ class SingleLogitDetector(Detector):
         return self.to_input(augment_crop(image, recipe, rng))
 
     def eval_item(self, image: np.ndarray, recipe: Any) -> Any:
-        """One validation input: the recipe's resize and centre crop, then :meth:`to_input`."""
+        """One validation input: :meth:`extractor_view`, the recipe's resize and centre crop, then
+        :meth:`to_input`."""
         from baselines.training import eval_geometry
 
-        return self.to_input(eval_geometry(image, recipe))
+        return self.to_input(eval_geometry(self.extractor_view(image), recipe))
 
     def batch_logits(self, items: list[Any]) -> torch.Tensor:
         """(B, num_outputs) logits of a list of training/validation items (with gradients)."""
@@ -285,13 +292,15 @@ class BottleneckResNet(torch.nn.Module):
     """torchvision's Bottleneck ResNet (same layout and key names: ``conv1`` 7×7/2, ``bn1``, max-pool,
     ``layer1..4``, ``fc``) with a base width ``width``: 64 and ``layers=(3, 4, 6, 3)`` is exactly
     ResNet-50 (``torchvision.models.resnet50(weights=None)``) with ``fc = Linear(2048, num_outputs)``;
-    a smaller width only narrows every stage (the ``tiny`` configurations)."""
+    a smaller width only narrows every stage (the ``tiny`` configurations); ``in_channels`` is the
+    width of ``conv1``'s input (5 for LNP's official classifier)."""
 
-    def __init__(self, layers: tuple[int, int, int, int], num_outputs: int, width: int = 64) -> None:
+    def __init__(self, layers: tuple[int, int, int, int], num_outputs: int, width: int = 64,
+                 in_channels: int = 3) -> None:
         from torch import nn
 
         super().__init__()
-        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)

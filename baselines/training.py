@@ -1,6 +1,8 @@
 """The CNNDetection-family training recipe, shared by CNNSpot, UnivFD, NPR and FreDect.
 
-One epoch: shuffle the ``train`` split, then per image: resize (``load_size``), optional blur
+One epoch: shuffle the ``train`` split, then per image: the model's frozen extractor
+(``extractor_view``: LGrad's gradient image, LNP's noise image; identity for the others, computed
+once per image and epoch), resize (``load_size``), optional blur
 (σ ~ U[blur_sigma]) and JPEG (quality ~ U{jpeg_quality}) each with its probability, random
 crop (``crop_size``), horizontal flip, then the model's own tensor conversion (the model's
 ``train_item`` / ``eval_item`` / ``batch_logits`` hooks; a method with its own official
@@ -82,6 +84,7 @@ class Trainable(Protocol):
     def train_item(self, image: np.ndarray, recipe: "TrainRecipe", rng: np.random.Generator) -> Any: ...
     def eval_item(self, image: np.ndarray, recipe: "TrainRecipe") -> Any: ...
     def batch_logits(self, items: list[Any]) -> torch.Tensor: ...
+    def extractor_view(self, image: np.ndarray) -> np.ndarray: ...
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]: ...
     def state_for_checkpoint(self) -> dict[str, torch.Tensor]: ...
     def load_our_state(self, state: Any, source: Any) -> None: ...
@@ -282,7 +285,7 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
             batch: list[Any] = []
             targets: list[float | int] = []
             images = shuffled_images(train, options.seed, state.epoch, recipe.shuffle_buffer,
-                                     lambda im: load_resize(im, recipe))
+                                     lambda im: load_resize(model.extractor_view(im), recipe))
             for pos, (image, label) in enumerate(images):
                 if image is None:
                     state.skipped_samples += 1

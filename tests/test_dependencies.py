@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT_NAMES = {"open_clip_torch": "open_clip", "segment-anything": "segment_anything", "scikit-learn": "sklearn",
-                "scikit-image": "skimage", "PyYAML": "yaml", "Pillow": "PIL", "opencv-python-headless": "cv2"}
+                "scikit-image": "skimage", "PyYAML": "yaml", "Pillow": "PIL", "opencv-python-headless": "cv2",
+                "rouge-score": "rouge_score"}
 """Distribution name → import name, where they differ."""
 
 

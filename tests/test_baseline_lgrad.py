@@ -348,8 +348,9 @@ def test_tiny_runs_the_bundled_protocols(tmp_path, sid_mini_root, protocol):
     from bench.cli import main
 
     out = tmp_path / protocol
-    assert main(["run", protocol, "--model", "lgrad:tiny", "--data-root", f"sid_mini={sid_mini_root}",
-                 "--data-root", f"dmimage_mini={sid_mini_root}", "--limit", "6", "--out", str(out)]) == 0
+    dataset = "dmimage_mini" if protocol.startswith("dmimage") else "sid_mini"
+    assert main(["run", protocol, "--model", "lgrad:tiny", "--data-root", f"{dataset}={sid_mini_root}",
+                 "--limit", "6", "--out", str(out)]) == 0
     entries = json.loads((out / "results.json").read_text())["entries"]
     assert entries and all(e["n"] == 6 and e["n_errors"] == 0 for e in entries)
     assert json.loads((out / "results.json").read_text())["model"]["input_policy"]["resize"] == 128

@@ -68,6 +68,8 @@ def test_quick_demo_writes_figures_runs_and_claims(demo_dir: Path) -> None:
             assert im.format == "PNG" and im.size[0] >= 300
     assert (demo_dir / "runs" / "sid_mini_detection" / "sida" / "results.json").is_file()
     assert (demo_dir / "training.json").is_file()
+    assert (demo_dir / "leaderboard" / "index.html").is_file() and (demo_dir / "audit" / "report.html").is_file()
+    assert (demo_dir / "tables" / "explanation.csv").is_file()
     claims = json.loads((demo_dir / "tables" / CLAIMS_FILE).read_text(encoding="utf-8"))
     assert {c["name"] for c in claims} == {"in_domain_above_chance", "jpeg70_lowers_accuracy", "held_out_not_easier"}
 

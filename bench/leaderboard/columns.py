@@ -56,11 +56,12 @@ MAIN_DESCRIPTION: dict[str, str] = {
 }
 
 
-
 def board_kind(table_kinds: list[str], metric_names: list[str]) -> str | None:
-    """The layout of a protocol's board: its first table kind that its metrics can fill."""
+    """The layout of a protocol's board: its first table kind that has a board layout and that its
+    metrics can fill (``explanation`` has no board yet: such a protocol ranks by another of its
+    metrics, e.g. its ``ternary_detection``, or is listed as not ranked)."""
     for kind in table_kinds:
-        if BOARD_COLUMNS[kind][0].metric in metric_names:
+        if kind in BOARD_COLUMNS and BOARD_COLUMNS[kind][0].metric in metric_names:
             return kind
     for kind, cols in BOARD_COLUMNS.items():
         if cols[0].metric in metric_names and kind != "robustness":

@@ -30,7 +30,9 @@ def handle(args: argparse.Namespace) -> int:
         if path.is_file():
             console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
     if result.claims:
-        console.print("Claims (margins: bench/reproducibility/claims.py):\n" + format_claims(result.claims),
+        note = ("; --quick: a few training steps, most models near chance; the claims are recorded, not expected"
+                " to hold" if args.quick else "")
+        console.print(f"Claims (margins: bench/reproducibility/claims.py{note}):\n" + format_claims(result.claims),
                       markup=False, highlight=False)
     console.print(f"Tables:  {args.out / 'tables'} (md, tex, csv; sizes.json, claims.json)")
     console.print(f"Figures: {args.out / 'figures'}")

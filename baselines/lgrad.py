@@ -42,6 +42,7 @@ from baselines.common import resize, to_tensor
 from baselines.frozen_extractor import ExtractorDetector
 from baselines.training import TrainRecipe
 from bench.checkpoint import load_raw, tensors_only
+from bench.fixed_filters import dct_patch_filters
 from bench.errors import UserError
 from bench.model import InputPolicy
 
@@ -169,6 +170,27 @@ class StyleGANDiscriminator(nn.Module):
         return x
 
 
+def set_dct_front_end(discriminator: StyleGANDiscriminator, low_gain: float, high_gain: float) -> None:
+    """Tiny configurations' stand-in for a pretrained discriminator (the official one is trained on
+    LSUN bedrooms; a random one's input gradient barely depends on the image): ``input0`` passes R, G, B
+    to its first three channels (others zero) and ``layer0`` applies a fixed 3×3 DCT filter bank
+    (:func:`bench.fixed_filters.dct_patch_filters`, high frequencies first) to them, so the leaky-ReLU
+    gates, and through them the gradient image, follow the image's high-frequency content. Effective
+    weights are set (the stored ones divided by the layer's ``wscale``); biases are zero."""
+    rgb, first = discriminator.input0, discriminator.layer0
+    if rgb.weight.shape[0] < 3:
+        raise UserError(f"a fixed DCT front end needs at least 3 feature maps in input0, got {rgb.weight.shape[0]}")
+    with torch.no_grad():
+        w = torch.zeros_like(rgb.weight)
+        w[:3, :, 0, 0] = torch.eye(3) / rgb.wscale
+        rgb.weight.copy_(w)
+        rgb.bias.zero_()
+        w = torch.zeros_like(first.weight)
+        w[:, :3] = dct_patch_filters(3, w.shape[0], low_gain, high_gain) / first.wscale
+        first.weight.copy_(w)
+        first.bias.zero_()
+
+
 def gradient_image(discriminator: StyleGANDiscriminator, image: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) → the official gradient PNG's pixels: (R, R, 3) uint8, RGB order."""
     size = discriminator.resolution
@@ -204,6 +226,9 @@ class LGradConfig:
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     width: int = 64
     layout: str = "official"  # "official": raw state dict, RGB gradient, no crop; "aigcdetect": see the docstring
+    dct_gains: tuple[float, float] | None = None
+    """Tiny configurations only: a fixed DCT filter bank with these (low, high) gains stands in for the
+    pretrained discriminator (see :func:`set_dct_front_end`); None = the discriminator file's (official)."""
     train: TrainRecipe = field(default_factory=lambda: TrainRecipe(
         optimizer="adam", lr=5e-4, batch_size=16, epochs=100, schedule="step", step_epochs=10, lr_factor=0.8,
         load_size=256, resize_mode="square", crop_size=224))
@@ -227,7 +252,8 @@ class LGrad(ExtractorDetector):
         "aigcdetect": LGradConfig(layout="aigcdetect", weights_source=(
             f"{DISCRIMINATOR_FILE} + AIGCDetectBenchmark weights/classifier/LGrad.pth ({{'model': ...}})")),
         "tiny": LGradConfig(resolution=128, fmaps_base=2048, fmaps_max=16, layers=(1, 1, 1, 1), width=16,
-                            train=_TINY_TRAIN, weights_source="random"),
+                            dct_gains=(0.0, 4.0), train=_TINY_TRAIN,
+                            weights_source="random; fixed DCT front end of the discriminator (bench.fixed_filters)"),
     }
     weights_help = (
         f"LGrad weights: {DISCRIMINATOR_FILE} (link in img2gad_pytorch/README.md of github.com/chuangchuangtan/LGrad) "
@@ -243,7 +269,10 @@ class LGrad(ExtractorDetector):
         return bottleneck_resnet(config.layers, num_outputs, config.width)
 
     def make_extractor(self, config: LGradConfig) -> nn.Module:
-        return StyleGANDiscriminator(config.resolution, config.fmaps_base, config.fmaps_max)
+        discriminator = StyleGANDiscriminator(config.resolution, config.fmaps_base, config.fmaps_max)
+        if config.dct_gains is not None:
+            set_dct_front_end(discriminator, *config.dct_gains)
+        return discriminator
 
     @property
     def input_policy(self) -> InputPolicy:
@@ -257,7 +286,7 @@ class LGrad(ExtractorDetector):
                       else "no resize, no crop (eval_test8gan.py)")),
         )
 
-    def extractor_view(self, image: np.ndarray) -> np.ndarray:
+    def compute_view(self, image: np.ndarray) -> np.ndarray:
         grad = gradient_image(self.extractor, image)
         return np.ascontiguousarray(grad[..., ::-1]) if self.config.layout == "aigcdetect" else grad
 

@@ -230,7 +230,7 @@ class LNP(ExtractorDetector):
                      else "5-channel ResNet-50 with FFT amplitude/phase; crop zero-pads smaller images"),
         )
 
-    def extractor_view(self, image: np.ndarray) -> np.ndarray:
+    def compute_view(self, image: np.ndarray) -> np.ndarray:
         return noise_image(self.extractor, image)
 
     def test_geometry(self, image: np.ndarray) -> np.ndarray:

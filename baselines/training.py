@@ -1,8 +1,8 @@
 """The CNNDetection-family training recipe, shared by CNNSpot, UnivFD, NPR and FreDect.
 
 One epoch: shuffle the ``train`` split, then per image: the model's frozen extractor
-(``extractor_view``: LGrad's gradient image, LNP's noise image; identity for the others, computed
-once per image and epoch), resize (``load_size``), optional blur
+(``extractor_view``: LGrad's gradient image, LNP's noise image; identity for the others; a frozen
+extractor's views are memoized across epochs, see :mod:`baselines.frozen_extractor`), resize (``load_size``), optional blur
 (σ ~ U[blur_sigma]) and JPEG (quality ~ U{jpeg_quality}) each with its probability, random
 crop (``crop_size``), horizontal flip, then the model's own tensor conversion (the model's
 ``train_item`` / ``eval_item`` / ``batch_logits`` hooks; a method with its own official

@@ -172,7 +172,7 @@ def reference_classifier(state, layers, width, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- helpers
-PARITY = dict(resolution=256, fmaps_base=512, fmaps_max=8, layers=(1, 1, 1, 1), width=16)
+PARITY = dict(resolution=256, fmaps_base=512, fmaps_max=8, layers=(1, 1, 1, 1), width=16, dct_gains=None)
 
 
 def _images() -> list[np.ndarray]:
@@ -354,3 +354,50 @@ def test_tiny_runs_the_bundled_protocols(tmp_path, sid_mini_root, protocol):
     entries = json.loads((out / "results.json").read_text())["entries"]
     assert entries and all(e["n"] == 6 and e["n_errors"] == 0 for e in entries)
     assert json.loads((out / "results.json").read_text())["model"]["input_policy"]["resize"] == 128
+
+
+def test_tiny_discriminator_front_end_is_the_fixed_dct_bank():
+    from bench.fixed_filters import dct_patch_filters
+
+    d = create_model("lgrad:tiny").extractor
+    rgb = d.input0.weight * d.input0.wscale
+    expected_rgb = torch.zeros_like(rgb)
+    expected_rgb[:3, :, 0, 0] = torch.eye(3)
+    torch.testing.assert_close(rgb, expected_rgb)
+    first = d.layer0.weight * d.layer0.wscale
+    torch.testing.assert_close(first[:, :3], dct_patch_filters(3, first.shape[0], 0.0, 4.0))
+    assert not first[:, 3:].any() and not d.layer0.bias.any() and not d.input0.bias.any()
+    assert not any(p.requires_grad for p in d.parameters())
+    # the official configuration keeps whatever the discriminator file holds: no fixed front end
+    assert LGrad.configs["default"].dct_gains is None
+
+
+def test_training_memoizes_extractor_views_without_changing_the_result(tmp_path, sid_mini_root, monkeypatch):
+    """Views are computed once per distinct image; a run that memoizes nothing trains to the same weights."""
+    from bench.checkpoint import load_checkpoint
+    from bench.model import TrainOptions
+    from bench.plugins import create_dataset
+
+    train = create_dataset("sid_mini", root=sid_mini_root, split="train")
+    val = create_dataset("sid_mini", root=sid_mini_root, split="validation")
+    calls = {"n": 0}
+    compute = LGrad.compute_view
+
+    def counted(self, image):
+        calls["n"] += 1
+        return compute(self, image)
+
+    monkeypatch.setattr(LGrad, "compute_view", counted)
+    torch.manual_seed(0)
+    report = create_model("lgrad:tiny").fit(train, val, TrainOptions(out_dir=tmp_path / "memo", seed=0, epochs=2))
+    n_images = len(train) + len(val)
+    assert report["extractor_views"] == calls["n"] == n_images
+    assert report["extractor_view_hits"] == n_images  # the second epoch and validation pass hit every view
+    calls["n"] = 0
+    monkeypatch.setattr(LGrad, "view_memo_bytes", 0)
+    torch.manual_seed(0)
+    plain = create_model("lgrad:tiny").fit(train, val, TrainOptions(out_dir=tmp_path / "plain", seed=0, epochs=2))
+    assert plain["extractor_views"] == 0 and calls["n"] == 2 * n_images
+    a, _ = load_checkpoint(Path(report["best"]))
+    b, _ = load_checkpoint(Path(plain["best"]))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -238,6 +238,8 @@ class GroupScorer:
         metric = self.metrics[name]
         if self.tasks[name] == "localization" and not self.any_pred_mask:
             return "the model produced no predicted masks"
+        if self.tasks[name] == "explanation" and not self.any_text:
+            return NOT_APPLICABLE
         if isinstance(metric, SampleMetric):
             metric.sort_by_sample_id()
         return metric
@@ -254,9 +256,6 @@ class GroupScorer:
                 out[spec.name] = MetricResult(convention=self.metrics[spec.name].convention(), skipped=state)
                 continue
             metric, task = state, self.tasks[spec.name]
-            if task == "explanation" and not self.any_text:
-                out[spec.name] = MetricResult(convention=metric.convention(), skipped=NOT_APPLICABLE)
-                continue
             result = metric_result(metric, self.protocol)
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
@@ -282,16 +281,26 @@ def metric_from_rows(protocol: Protocol, name: str, rows: pa.Table,
     :data:`PIXEL_COLUMNS` with ground-truth references resolved, as
     :meth:`~bench.evaluation.store.PredictionStore.read` gives them; without them that metric
     is skipped with the reason). ``params`` are merged over the protocol's parameters of the metric.
+    The ``explanation`` metric also reads texts and mask bytes (:data:`TEXT_COLUMNS`): feed it from
+    the store with :func:`bench.evaluation.scorer.stream_group_metric`.
     """
+    scorer = GroupScorer(single_metric(protocol, name, params), NO_PERTURBATION,
+                         rows.select(["sample_id", "error", "probs_space"]))
+    scorer.update(rows.select([c for c in PIXEL_COLUMNS if c in rows.column_names or c in FEED_COLUMNS]))
+    return scorer.state(name)
+
+
+NO_PERTURBATION = PerturbationInfo(key="", name="", params={}, label="")
+"""The perturbation record of a group fed outside scoring (its entry is never written)."""
+
+
+def single_metric(protocol: Protocol, name: str, params: dict[str, Any] | None = None) -> Protocol:
+    """``protocol`` with only its metric ``name``, ``params`` merged over that metric's parameters."""
     spec = next((m for m in protocol.metrics if m.name == name), None)
     if spec is None:
         raise UserError(f"metric {name!r} is not in protocol {protocol.name!r}")
-    single = protocol.model_copy(update={"metrics": [spec.model_copy(update={"params": {**spec.params,
-                                                                                         **(params or {})}})]})
-    pert = PerturbationInfo(key="", name="", params={}, label="")
-    scorer = GroupScorer(single, pert, rows.select(["sample_id", "error", "probs_space"]))
-    scorer.update(rows.select([c for c in PIXEL_COLUMNS if c in rows.column_names or c in FEED_COLUMNS]))
-    return scorer.state(name)
+    return protocol.model_copy(update={"metrics": [spec.model_copy(update={"params": {**spec.params,
+                                                                                      **(params or {})}})]})
 
 
 def _explanation(metric: Any, rows: pa.Table) -> None:

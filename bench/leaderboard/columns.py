@@ -67,8 +67,8 @@ BOARD_COLUMNS: dict[str, list[Column]] = {
     "robustness": [col("Mean Acc over conditions", TD, "accuracy")],
     "explanation": [col("ROUGE-L", EXP, "rouge_l"), *_TEXT, *_SLOTS, col("Class = pred", EXP, "class_vs_pred"),
                     *_CONSISTENCY, *_COUNTS],
-    "explanation_no_reference": [col("Class = pred", EXP, "class_vs_pred"), *_CONSISTENCY, col("Parsed", EXP, "parse_rate"),
-                                 *_COUNTS],
+    "explanation_no_reference": [col("Class = pred", EXP, "class_vs_pred"), *_CONSISTENCY,
+                                 col("Parsed", EXP, "parse_rate"), *_COUNTS],
 }
 """Columns per table kind; the first is the ranking metric."""
 

@@ -128,7 +128,8 @@ def board_section(board: Board, depth: int, link: bool) -> str:
     headers.append(("Details", True))
     rows = []
     for r in board.rows:
-        cells = [rank_cell(r), method_cell(r, depth)] + [stat_cell(s, c.count) for c, s in zip(board.columns, r.columns)]
+        cells = [rank_cell(r), method_cell(r, depth)]
+        cells += [stat_cell(s, c.count) for c, s in zip(board.columns, r.columns)]
         cells += [stat_cell(s) for _, s in r.conditions]
         cells.append(links_cell(r, depth))
         rows.append(f'<tr data-slug="{r.entry.slug}">' + "".join(cells) + "</tr>")

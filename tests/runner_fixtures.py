@@ -5,7 +5,8 @@ plugin uses. Everything derives from image statistics only, so predictions do no
 batch composition, batch size, worker count or order.
 
 - model ``runner_test`` (ternary, detect + localize). Configs: ``default``/``tiny``; ``binary`` (binary probabilities);
-  ``localizer`` (mask only); ``flaky`` (raises on images whose mean red value is odd, to test
+  ``localizer`` (mask only); ``confident`` (also a confidence map, ``sigmoid(6 (G - B))`` of the input);
+  ``flaky`` (raises on images whose mean red value is odd, to test
   per-sample errors and the one-by-one retry). ``RUNNER_TEST_DELAY`` (seconds per image, read at
   prediction time so it is not part of the model's identity) slows it down to kill a run part-way.
 - dataset ``runner_fake`` (ternary SID-Set-like, generated in memory): option ``n`` samples,
@@ -46,10 +47,12 @@ class RunnerTestModel(Detector):
         "binary": {"space": "binary", "detect": True, "flaky": False},
         "localizer": {"space": "binary", "detect": False, "flaky": False},
         "flaky": {"space": "ternary", "detect": True, "flaky": True},
+        "confident": {"space": "ternary", "detect": True, "flaky": False, "confidence": True},
     }
 
     def build(self, config: Any, **options: Any) -> None:
         self.flaky = bool(config["flaky"])
+        self.with_confidence = bool(config.get("confidence", False))
         self.label_space = LabelSpace(config["space"])
         if not config["detect"]:
             self.capabilities = frozenset({Capability.LOCALIZE})
@@ -70,7 +73,7 @@ class RunnerTestModel(Detector):
         return super().predict_preprocessed(items, sizes)
 
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
-        probs, masks = [], []
+        probs, masks, confs = [], [], []
         for x in batch:  # one image at a time: no dependence on the batch
             time.sleep(float(os.environ.get("RUNNER_TEST_DELAY", "0")))
             if self.flaky and int(round(float(x[0].mean()) * 255)) % 2:
@@ -80,10 +83,12 @@ class RunnerTestModel(Detector):
             p = torch.softmax(logits, dim=0)
             probs.append(p if self.label_space == LabelSpace.TERNARY else torch.stack([p[0], p[1] + p[2]]))
             masks.append(torch.sigmoid((x[0] - x[1]).double() * 6.0))
+            confs.append(torch.sigmoid((x[1] - x[2]).double() * 6.0))
         mask = torch.stack(masks)
+        conf = torch.stack(confs) if self.with_confidence else None
         if Capability.DETECT not in self.capabilities:
             return DetectorOutput(probs=torch.full((len(batch), 2), float("nan")), mask=mask)
-        return DetectorOutput(probs=torch.stack(probs), mask=mask)
+        return DetectorOutput(probs=torch.stack(probs), mask=mask, confidence=conf)
 
 
 @dataclass

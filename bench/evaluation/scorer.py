@@ -9,7 +9,8 @@ are not read by localization metrics (they use each row's per-image ``mask_stats
 bounded by one batch plus the metrics' per-sample rows, and the numbers equal one in-memory
 pass over the rows sorted by sample id (whatever order, batch size or sharding wrote them).
 
-Only when a metric needs the pixels (``border_exclusion``, ``pred_resize``) does the second
+Only when a metric needs the pixels (``border_exclusion``, ``pred_resize``, ``confidence_weighting``,
+which also reads the stored confidence maps) does the second
 pass read the masks too, one parquet row group at a time
 (:meth:`~bench.evaluation.store.PredictionStore.iter_row_groups`, ground-truth references
 resolved): memory is then one row group's masks, never the whole store.
@@ -27,7 +28,8 @@ import pyarrow as pa
 
 from bench.errors import UserError
 from bench.evaluation.conditions import build_conditions
-from bench.evaluation.metric_feed import NO_PERTURBATION, PIXEL_COLUMNS, GroupScorer, feed_columns, single_metric
+from bench.evaluation.metric_feed import (CONFIDENCE_COLUMN, NO_PERTURBATION, PIXEL_COLUMNS, GroupScorer, feed_columns,
+                                          single_metric)
 from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
 from bench.evaluation.results import PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.evaluation.run_record import complete_records, environment, git_commit, split_key
@@ -97,7 +99,8 @@ def _feed(store: PredictionStore, index: StoreIndex, protocol: Protocol,
     """Stream the store's winning rows into the scorers of their groups (see the module docstring)."""
     columns = feed_columns(protocol)
     if any(s.needs_pixels for s in scorers.values()):
-        batches = store.iter_row_groups(list(dict.fromkeys([*PIXEL_COLUMNS, *columns])), index)
+        extra = [CONFIDENCE_COLUMN] if any(s.needs_confidence for s in scorers.values()) else []
+        batches = store.iter_row_groups(list(dict.fromkeys([*PIXEL_COLUMNS, *columns, *extra])), index)
     else:
         batches = store.iter_batches(columns, index, rows=TEXT_FEED_ROWS if "pred_mask" in columns else FEED_ROWS)
     for batch in batches:

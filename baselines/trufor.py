@@ -20,9 +20,10 @@ Both maps are bilinearly upsampled (align_corners=False) to the input size befor
 
 Inference policy (``data_core.py`` + ``trufor_test.py``): full-resolution RGB **/256.0** (not 255),
 batch size 1; ``map = softmax(out)[1]`` (index 1 = forged), ``score = sigmoid(det)``,
-``conf = sigmoid(conf)``. probs = [1 − score, score]; the mask is the map at full resolution.
-The confidence map is computed by :meth:`TruFor.confidence` but is not stored in the prediction
-store (the store has one mask column).
+``conf = sigmoid(conf)``. probs = [1 − score, score]; the mask is the map at full resolution, and
+the confidence map (``Prediction.confidence``, same forward pass, resized with the mask) is stored
+with it, so a localization protocol can weight pixels by it (``confidence_weighting: true``,
+docs/metrics.md). :meth:`TruFor.confidence` computes the map of one image on its own.
 
 Weights (``--weights PATH``): ``weights/trufor.pth.tar`` from ``TruFor_weights.zip``
 (https://www.grip.unina.it/download/prog/TruFor/TruFor_weights.zip, MD5
@@ -249,11 +250,13 @@ class TruFor(Detector):
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(256.0)
 
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
-        """probs (B, 2) = [1 − sigmoid(det), sigmoid(det)]; mask (B, H, W) = softmax(out)[:, 1]."""
-        out, _, det, _ = self.net(batch)
+        """probs (B, 2) = [1 − sigmoid(det), sigmoid(det)]; mask (B, H, W) = softmax(out)[:, 1];
+        confidence (B, H, W) = sigmoid(conf)."""
+        out, conf, det, _ = self.net(batch)
         score = torch.sigmoid(det.float())[:, 0]
         mask = torch.softmax(out.float(), dim=1)[:, 1]
-        return DetectorOutput(probs=torch.stack([1.0 - score, score], dim=1), mask=mask)
+        return DetectorOutput(probs=torch.stack([1.0 - score, score], dim=1), mask=mask,
+                              confidence=torch.sigmoid(conf.float())[:, 0])
 
     def confidence(self, image: np.ndarray) -> np.ndarray:
         """The official confidence map ``sigmoid(conf)`` (H', W') of one RGB uint8 image, float32 in [0, 1]."""

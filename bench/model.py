@@ -7,7 +7,7 @@ Method quirks (index 1 = forged, 0 = fake, ...) are converted inside the plugin.
 
 Subclasses implement :meth:`build`, :meth:`load_weights`, :meth:`preprocess` and
 :meth:`forward`; the base class does batching, device placement, ``torch.inference_mode``
-and the bilinear resize of predicted masks to each image's size. Models with inputs that are
+and the bilinear resize of predicted masks (and confidence maps) to each image's size. Models with inputs that are
 not one tensor (e.g. SIDA) override :meth:`predict_preprocessed` instead of :meth:`forward`.
 """
 
@@ -78,11 +78,14 @@ class DetectorOutput:
         mask: optional (B, h, w) forgery probabilities in [0, 1] at any resolution; the base
             class resizes each to its image's size bilinearly.
         logits: optional (B, L) raw outputs the probabilities come from (see ``Prediction.logits``).
+        confidence: optional (B, h, w) reliability of ``mask`` in [0, 1] (see
+            ``Prediction.confidence``), at the mask's resolution; resized exactly as the mask.
     """
 
     probs: torch.Tensor
     mask: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
 
 
 @dataclass
@@ -298,10 +301,13 @@ class Detector(abc.ABC):
                 probs = out.probs.detach().float().cpu().numpy().astype(np.float64)
                 logits = None if out.logits is None else out.logits.detach().double().cpu().numpy()
                 for j, i in enumerate(idx):
-                    mask = None
+                    mask = conf = None
                     if out.mask is not None:
                         mask = resize_mask(out.mask[j], sizes[i], self.mask_interpolation)
-                    results[i] = Prediction(probs=probs[j], mask=mask, logits=None if logits is None else logits[j])
+                    if out.confidence is not None:
+                        conf = resize_mask(out.confidence[j], sizes[i], self.mask_interpolation)
+                    results[i] = Prediction(probs=probs[j], mask=mask, logits=None if logits is None else logits[j],
+                                            confidence=conf)
         return [results[i] for i in range(len(items))]
 
     def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:

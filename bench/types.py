@@ -4,7 +4,8 @@ Label conventions (DESIGN.md):
 - ternary (SID-Set order): 0 real, 1 fully synthetic, 2 tampered;
 - binary: 0 real, 1 fake.
 Masks: ground truth is boolean H×W at the image's own resolution (True = forged pixel);
-predicted masks are float32 H×W forgery probabilities in [0, 1].
+predicted masks are float32 H×W forgery probabilities in [0, 1]; an optional confidence map
+(TruFor's) is a float32 H×W reliability in [0, 1] of the same mask, pixel for pixel.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class Prediction:
         logits: optional raw network outputs before the probability mapping, float64 (L,), in the
             model's own head layout (one logit, sigmoid = P(fake), for the single-logit baselines;
             the class logits otherwise), for comparison with official code; None when not exposed.
+        confidence: optional float32 (H, W) map in [0, 1] of how reliable each pixel of ``mask`` is
+            (TruFor's ``sigmoid(conf)``), under the same resolution rules as ``mask`` (so of its
+            shape); only with a mask. None for models that make none.
     """
 
     probs: np.ndarray
@@ -98,6 +102,7 @@ class Prediction:
     text: str | None = None
     error: str | None = None
     logits: np.ndarray | None = None
+    confidence: np.ndarray | None = None
 
     @classmethod
     def failed(cls, num_classes: int, error: str) -> "Prediction":
@@ -110,7 +115,8 @@ class Prediction:
     def problem(self, num_classes: int | None, size: tuple[int, int]) -> str | None:
         """Why this prediction cannot be scored, or None: ``probs`` not ``num_classes`` finite values in
         [0, 1] summing to 1 (not checked when ``num_classes`` is None, e.g. a localizer scored through its
-        mask), or a mask that is not a finite (H, W) map in [0, 1] at ``size``."""
+        mask), a mask that is not a finite (H, W) map in [0, 1] at ``size``, or a confidence map that
+        is not one either, or comes without a mask."""
         if num_classes is not None:
             p = np.asarray(self.probs, dtype=np.float64)
             if p.shape != (num_classes,):
@@ -123,4 +129,12 @@ class Prediction:
                 return f"returned a mask of shape {m.shape} for an image of {tuple(size)} (H, W)"
             if m.size and (not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1):
                 return "returned a mask with values that are not finite probabilities in [0, 1]"
+        if self.confidence is not None:
+            c = np.asarray(self.confidence)
+            if self.mask is None:
+                return "returned a confidence map without a mask"
+            if c.shape != tuple(size):
+                return f"returned a confidence map of shape {c.shape} for an image of {tuple(size)} (H, W)"
+            if c.size and (not np.all(np.isfinite(c)) or c.min() < 0 or c.max() > 1):
+                return "returned a confidence map with values that are not finite values in [0, 1]"
         return None

@@ -5,11 +5,13 @@ plugin uses. Everything derives from image statistics only, so predictions do no
 batch composition, batch size, worker count or order.
 
 - model ``runner_test`` (ternary, detect + localize). Configs: ``default``/``tiny``; ``binary`` (binary probabilities);
-  ``localizer`` (mask only); ``flaky`` (raises on images whose mean red value is odd, to test
+  ``localizer`` (mask only); ``confident`` (also a confidence map, ``sigmoid(6 (G - B))`` of the input);
+  ``flaky`` (raises on images whose mean red value is odd, to test
   per-sample errors and the one-by-one retry). ``RUNNER_TEST_DELAY`` (seconds per image, read at
   prediction time so it is not part of the model's identity) slows it down to kill a run part-way.
 - dataset ``runner_fake`` (ternary SID-Set-like, generated in memory): option ``n`` samples,
-  ``broken`` ids that fail to decode.
+  ``broken`` ids that fail to decode, ``descriptions`` (even-numbered samples get a reference
+  description in ``meta["explanation"]``, :func:`fake_description`).
 - perturbations ``runner_noise`` (seeded additive noise, ``sigma``) and ``runner_half``
   (halves the size, mask co-transformed by nearest neighbour).
 """
@@ -45,10 +47,12 @@ class RunnerTestModel(Detector):
         "binary": {"space": "binary", "detect": True, "flaky": False},
         "localizer": {"space": "binary", "detect": False, "flaky": False},
         "flaky": {"space": "ternary", "detect": True, "flaky": True},
+        "confident": {"space": "ternary", "detect": True, "flaky": False, "confidence": True},
     }
 
     def build(self, config: Any, **options: Any) -> None:
         self.flaky = bool(config["flaky"])
+        self.with_confidence = bool(config.get("confidence", False))
         self.label_space = LabelSpace(config["space"])
         if not config["detect"]:
             self.capabilities = frozenset({Capability.LOCALIZE})
@@ -69,7 +73,7 @@ class RunnerTestModel(Detector):
         return super().predict_preprocessed(items, sizes)
 
     def forward(self, batch: torch.Tensor) -> DetectorOutput:
-        probs, masks = [], []
+        probs, masks, confs = [], [], []
         for x in batch:  # one image at a time: no dependence on the batch
             time.sleep(float(os.environ.get("RUNNER_TEST_DELAY", "0")))
             if self.flaky and int(round(float(x[0].mean()) * 255)) % 2:
@@ -79,10 +83,12 @@ class RunnerTestModel(Detector):
             p = torch.softmax(logits, dim=0)
             probs.append(p if self.label_space == LabelSpace.TERNARY else torch.stack([p[0], p[1] + p[2]]))
             masks.append(torch.sigmoid((x[0] - x[1]).double() * 6.0))
+            confs.append(torch.sigmoid((x[1] - x[2]).double() * 6.0))
         mask = torch.stack(masks)
+        conf = torch.stack(confs) if self.with_confidence else None
         if Capability.DETECT not in self.capabilities:
             return DetectorOutput(probs=torch.full((len(batch), 2), float("nan")), mask=mask)
-        return DetectorOutput(probs=torch.stack(probs), mask=mask)
+        return DetectorOutput(probs=torch.stack(probs), mask=mask, confidence=conf)
 
 
 @dataclass
@@ -98,8 +104,11 @@ class FakeSidDataset(Dataset):
     label_space = LabelSpace.TERNARY
 
     def __init__(self, root: str | Path | None = None, split: str = "test", n: int = 12,
-                 broken: tuple[str, ...] = (), **options: Any) -> None:
+                 broken: tuple[str, ...] = (), descriptions: bool = False, **options: Any) -> None:
+        if descriptions:
+            options["descriptions"] = True
         super().__init__(root or "memory", split, n=n, broken=list(broken), **options)
+        self.descriptions = bool(descriptions)
         names = ("real", "full_synthetic", "tampered")
         self.entries = [FakeEntry(f"{names[i % 3]}/{i:04d}", i % 3) for i in range(n)]
         self.broken = set(broken)
@@ -125,7 +134,20 @@ class FakeSidDataset(Dataset):
                 mask = np.zeros((h, w), dtype=bool)
                 mask[h // 4: h // 2, w // 4: w // 2] = True
                 image[mask, 0] = 250
-            yield Sample(e.id, image, e.label, mask, {"source": f"gen{i % 2}"})
+            meta: dict[str, Any] = {"source": f"gen{i % 2}"}
+            if self.descriptions and i % 2 == 0:
+                meta["explanation"] = fake_description(e.label)
+            yield Sample(e.id, image, e.label, mask, meta)
+
+
+def fake_description(label: int) -> str:
+    """The reference description of a ``runner_fake`` sample of class ``label`` (the SIDA-description
+    slots; a tampered sample's mask is in the upper left of the image)."""
+    return ("Type: {real} Visual Inconsistencies:<lighting> The lighting is even across the whole picture.",
+            "Type: {full synthetic} Visual Inconsistencies:<edges> The edges are too smooth for a photograph.",
+            "Type: {part tampered} Areas:<tampered position> The tampered area is located in the upper left part of "
+            "the image. Tampered Content:<Types of objects or parts> A bright red square. Visual Inconsistencies:"
+            "<lighting> The square is brighter than its surroundings.")[label]
 
 
 class RunnerNoise(Perturbation):

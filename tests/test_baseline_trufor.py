@@ -294,6 +294,31 @@ def test_forward_and_predictions_match_the_official_computation(official_file: t
     assert np.abs(conf - torch.sigmoid(ref[1][0, 0]).numpy()).max() <= 1e-4
 
 
+def test_predictions_carry_the_confidence_map_of_the_same_forward_pass() -> None:
+    """``Prediction.confidence`` is ``sigmoid(conf)`` of the predict pass (batched images of one shape
+    included), equal to :meth:`TruFor.confidence` on the same image; resized with the mask under
+    ``max_side``; a valid prediction under ``Prediction.problem``."""
+    from bench.model import resize_mask
+
+    torch.manual_seed(0)
+    model = create_model("trufor:tiny")
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((37, 53, 3), (37, 53, 3), (64, 41, 3))]
+    for image, pred in zip(images, model.predict(images)):
+        conf = model.confidence(image)
+        assert pred.confidence is not None and pred.confidence.dtype == np.float32
+        assert pred.confidence.shape == pred.mask.shape == image.shape[:2]
+        assert np.abs(pred.confidence - conf).max() <= 1e-6 and 0.0 <= conf.min() and conf.max() <= 1.0
+        assert float(conf.std()) > 1e-4 and pred.problem(2, image.shape[:2]) is None
+    small = create_model("trufor:tiny", max_side=48)
+    small.net.load_state_dict(model.net.state_dict())
+    image = images[2]
+    pred = small.predict([image])[0]
+    assert pred.confidence.shape == (64, 41)
+    expected = resize_mask(torch.from_numpy(small.confidence(image)), (64, 41), small.mask_interpolation)
+    assert np.abs(pred.confidence - expected).max() <= 1e-6
+
+
 def test_preprocess_divides_by_256_at_full_resolution() -> None:
     model = create_model("trufor:tiny")
     image = np.full((31, 33, 3), 255, np.uint8)
@@ -355,7 +380,27 @@ def test_trufor_protocol_conventions_are_recorded_in_results(tmp_path: Path, sid
                  "--out", str(out), "--limit", "6"]) == 0
     convention = json.loads((out / "results.json").read_text())["entries"][0]["metrics"]["localization"]["convention"]
     assert "optimistic" in convention["polarity"] and "7 px inside / 5 px outside" in convention["border_exclusion"]
-    assert convention["pred_resize"].startswith("none")
+    assert convention["pred_resize"].startswith("none") and "confidence_weighting" not in convention
+
+
+def test_stored_confidence_weights_the_localization_metric(tmp_path: Path, sid_mini_root: Path) -> None:
+    """The run stores TruFor's confidence maps; ``confidence_weighting: true`` scores from them
+    (recorded in results.json) and moves the numbers."""
+    from bench.cli import main
+    from bench.evaluation.scorer import score_run
+    from bench.evaluation.store import PredictionStore
+
+    out = tmp_path / "run"
+    assert main(["run", "sid_mini_localization", "--model", "trufor:tiny", "--data-root", f"sid_mini={sid_mini_root}",
+                 "--out", str(out), "--limit", "6"]) == 0
+    rows = PredictionStore(out / "predictions").read().to_pylist()
+    assert all(r["confidence"] is not None for r in rows if r["error"] is None)
+    plain = json.loads((out / "results.json").read_text())["entries"][0]["metrics"]["localization"]
+    weighted = score_run(out, metric_options={"localization": {"confidence_weighting": True}})
+    result = weighted.entries[0].metrics["localization"]
+    assert "confidence_weighting" in result.convention and result.skipped is None
+    assert weighted.protocol.resolved["metrics"][0]["params"] == {"confidence_weighting": True}
+    assert result.values["pixel_auc"].value != pytest.approx(plain["values"]["pixel_auc"]["value"], abs=1e-9)
 
 
 @pytest.mark.parametrize("protocol", ["sid_mini_localization",

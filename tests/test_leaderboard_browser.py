@@ -82,3 +82,48 @@ def test_dump_dom_without_playwright(site: Path) -> None:
     data = json.loads((site / "leaderboard.json").read_text(encoding="utf-8"))
     positions = [dom.index(f'data-slug="{e["slug"]}"') for e in data["boards"][0]["entries"]]
     assert positions == sorted(positions)
+
+
+@pytest.fixture(scope="module")
+def explanation_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Explanation entries: Echo (with masks), Half, Template, and Silent (no text: not applicable)."""
+    root = tmp_path_factory.mktemp("lb-expl")
+    texts = lf.explanation_texts(N)
+    with pytest.MonkeyPatch.context() as mp:
+        lf.bundle(mp, root / "protocols", n=N)
+        lf.score_explanation(root, "Echo", texts["Echo"], N, masks=True)
+        for name in ("Half", "Template"):
+            lf.score_explanation(root, name, texts[name], N)
+        lf.score_explanation(root, "Silent", None, N)
+        build_site([root / "results"], root / "site")
+    return root / "site"
+
+
+def test_explanation_board_in_chromium(explanation_site: Path, tmp_path: Path) -> None:
+    site = explanation_site
+    assert {str(p.relative_to(site)): broken_references(p) for p in site.rglob("*.html") if broken_references(p)} == {}
+    chromium = require_browser(playwright=True)
+    [board] = json.loads((site / "leaderboard.json").read_text(encoding="utf-8"))["boards"]
+    ranked = [e["slug"] for e in board["entries"]]
+    [silent] = [e["slug"] for e in board["not_applicable"]]
+    labels = [c["label"] for c in board["columns"]]
+    with Browser(chromium) as browser:
+        page = browser.open(site / "index.html", screenshot=tmp_path / "explanation.png")
+        assert page.report.console_errors == [] and page.report.failed_requests == []
+        slugs = "rows => rows.map(r => r.dataset.slug)"
+        assert page.eval_on_selector_all("table.ranking tbody tr", slugs) == [*ranked, silent]
+        head = page.eval_on_selector_all("table.ranking thead th", "hs => hs.map(h => h.textContent)")
+        assert head[2:-1] == labels and labels[0] == "ROUGE-L"
+        cells = page.eval_on_selector_all("table.ranking tbody.na td", "cs => cs.map(c => c.textContent)")
+        assert cells[0] == "n/a" and cells[2:-1] == ["n/a"] * len(labels)  # never a number
+        shown = page.eval_on_selector_all("table.ranking tbody:not(.na) tr", "rows => rows.map(r => r.cells[2]"
+                                                                            ".dataset.v)")
+        assert [float(v) for v in shown] == pytest.approx([e["columns"]["ROUGE-L"]["value"] for e in board["entries"]])
+        page.click("table.ranking th:nth-child(3)")  # ROUGE-L descending, then ascending: n/a stays last
+        page.click("table.ranking th:nth-child(3)")
+        assert page.eval_on_selector_all("table.ranking tbody tr", slugs) == [*reversed(ranked), silent]
+        assert page.report.console_errors == []
+        for html in [site / "boards" / f"{board['slug']}.html", *sorted(site.glob("entries/*/index.html"))]:
+            p = browser.open(html)
+            assert p.report.console_errors == [] and p.report.failed_requests == [], html
+            p.close()

@@ -342,3 +342,58 @@ def test_sida_legacy_from_stored_statistics_follows_the_same_rules() -> None:
                           has_pred=[p is not None for p in preds])
     assert streamed.compute() == pytest.approx(direct.compute(), nan_ok=True)
     assert streamed.compute()["n_tampered_without_pred_mask"] == 1
+
+
+# ------------------------------------------------------------------ confidence weighting
+GT_W = np.array([[1, 1, 0], [0, 0, 0]], dtype=bool)
+PRED_W = np.array([[0.9, 0.2, 0.8], [0.1, 0.7, 0.3]])
+CONF_W = np.array([[1.0, 0.5, 0.25], [1.0, 0.0, 0.5]])
+# by hand at p > 0.5: tp = 1 (0.9, c 1), fn = 0.5 (0.2, c 0.5), fp = 0.25 + 0 (0.8, c 0.25; 0.7, c 0)
+F1_W, IOU_W = 2 * 1 / (2 * 1 + 0.25 + 0.5), 1 / (1 + 0.25 + 0.5)
+# weighted AUC: positives 0.9 (1) beats every negative (1.75), 0.2 (0.5) beats 0.1 (1); / (1.5 * 1.75)
+AUC_W = (1 * 1.75 + 0.5 * 1.0) / (1.5 * 1.75)
+
+
+@pytest.mark.parametrize("aggregation", ["per_image", "global"])
+def test_confidence_weighting_by_hand(aggregation: str) -> None:
+    plain = create_metric("localization", aggregation=aggregation)
+    plain.update([GT_W], [PRED_W], [TAMPERED])
+    assert plain.compute()["pixel_f1"] == pytest.approx(2 / 5)  # tp 1, fp 2, fn 1
+    m = create_metric("localization", aggregation=aggregation, confidence_weighting=True)
+    zero = np.zeros_like(CONF_W)  # an image with no weight is left out, never scored
+    m.update([GT_W, GT_W], [PRED_W, 1 - PRED_W], [TAMPERED, TAMPERED], confidences=[CONF_W, zero])
+    v = m.compute()
+    assert v["pixel_f1"] == pytest.approx(F1_W) and v["pixel_iou"] == pytest.approx(IOU_W)
+    assert v["pixel_auc"] == pytest.approx(AUC_W) and v["n_zero_confidence"] == 1 and v["n_images"] == 2
+    assert "confidence_weighting" in m.convention() and "confidence_weighting" not in plain.convention()
+    assert "n_zero_confidence" not in plain.compute()
+
+
+def test_confidence_is_resized_and_unit_confidence_changes_nothing() -> None:
+    big = np.kron(GT_W, np.ones((2, 2), dtype=bool))  # each pixel of the 2x3 case becomes 2x2
+    m = create_metric("localization", confidence_weighting=True, pred_resize="nearest")
+    m.update([big], [PRED_W], [TAMPERED], confidences=[CONF_W])
+    assert m.compute()["pixel_f1"] == pytest.approx(F1_W) and m.compute()["pixel_auc"] == pytest.approx(AUC_W)
+    gts, preds = masks(5, seed=11)
+    for aggregation, threshold in (("per_image", 0.5), ("global", 0.3), ("per_image", "best")):
+        plain = create_metric("localization", aggregation=aggregation, threshold=threshold)
+        ones = create_metric("localization", aggregation=aggregation, threshold=threshold, confidence_weighting=True)
+        plain.update(gts, preds, [TAMPERED] * 5)
+        ones.update(gts, preds, [TAMPERED] * 5, confidences=[np.ones_like(p) for p in preds])
+        got = ones.compute()
+        assert got.pop("n_zero_confidence") == 0 and got == pytest.approx(plain.compute())
+
+
+def test_confidence_weighting_errors() -> None:
+    with pytest.raises(UserError, match="confidence_weighting must be true or false"):
+        create_metric("localization", confidence_weighting="yes")
+    m = create_metric("localization", confidence_weighting=True)
+    assert m.needs_pixels
+    with pytest.raises(UserError, match="one confidence map per prediction"):
+        m.update([GT_W], [PRED_W], [TAMPERED])
+    with pytest.raises(UserError, match=r"confidence map of the prediction's shape \(2, 3\)"):
+        m.update([GT_W], [PRED_W], [TAMPERED], confidences=[np.ones((3, 2))])
+    with pytest.raises(UserError, match="finite values in"):
+        m.update([GT_W], [PRED_W], [TAMPERED], confidences=[CONF_W * 2])
+    with pytest.raises(UserError, match="need the pixel masks"):
+        m.update_stats([np.zeros((2, 256), np.int64)], np.arange(256) / 255, [TAMPERED])

@@ -187,3 +187,70 @@ def test_read_samples_resolves_shared_ground_truth_and_read_groups_leave_out_mas
     assert groups[("d", "test", "none")].column("sample_id").to_pylist() == ["a", "b", "c"]
     assert "pred_mask" not in groups[("d", "test", "none")].column_names
     assert decode_stats(groups[("d", "test", "none")].column("mask_stats")[1].as_py())[1].sum() == (~gt).sum()
+
+
+def _conf_row(sample_id: str, conf: np.ndarray | None, pred: np.ndarray | None, store_masks: str = "full") -> dict:
+    shape = (pred if pred is not None else conf).shape
+    return prediction_row(RunIdentity("m:x", None, "pol", 0), dataset="d", split="test", sample_id=sample_id,
+                          perturbation="none", params_json="{}", label=2, probs=[0.2, 0.3, 0.5], probs_space="ternary",
+                          size=shape, pred_mask=pred, gt_mask=np.zeros(shape, bool), meta={}, error=None, text=None,
+                          store_masks=store_masks, confidence=conf)
+
+
+def test_confidence_maps_round_trip_within_half_a_code(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    conf = rng.random((19, 27)).astype(np.float32)
+    conf[0, :3] = [0.0, 1.0, 0.5]
+    store = PredictionStore(tmp_path / "p", flush_every=2)
+    store.add(_conf_row("with", conf, rng.random((19, 27))))
+    store.add(_conf_row("without", None, rng.random((19, 27))))
+    store.add(_conf_row("stats", conf, rng.random((19, 27)), store_masks="stats"))
+    store.flush()
+    rows = {r["sample_id"]: r for r in store.read().to_pylist()}
+    back = decode_prob_mask(rows["with"]["confidence"], rows["with"]["pred_mask_h"], rows["with"]["pred_mask_w"])
+    assert back.dtype == np.float32 and back.shape == conf.shape
+    assert np.max(np.abs(back - conf)) <= 0.5 / 255 + 1e-7 and back[0, 0] == 0.0 and back[0, 1] == 1.0
+    assert np.array_equal(back, quantise_mask(conf) / np.float32(255))
+    assert rows["without"]["confidence"] is None and rows["stats"]["confidence"] is None  # no model map / no bytes
+    batches = [r for b in store.iter_row_groups(["sample_id", "confidence"]) for r in b.to_pylist()]
+    assert {r["sample_id"]: r["confidence"] for r in batches} == {k: r["confidence"] for k, r in rows.items()}
+    assert "confidence" not in store.read_groups()[("d", "test", "none")].column_names  # light columns: no bytes
+
+
+def test_a_bad_confidence_map_is_a_recorded_error() -> None:
+    pred = np.full((6, 7), 0.3)
+    assert "needs a predicted mask" in _conf_row("s", np.ones((6, 7)), None)["error"]
+    assert "needs a predicted mask of that shape" in _conf_row("s", np.ones((6, 6)), pred)["error"]
+    bad = np.ones((6, 7))
+    bad[1, 1] = np.inf
+    row = _conf_row("s", bad, pred)
+    assert row["error"] == "model: the confidence map has NaN or infinite values"
+    assert row["confidence"] is None and row["pred_mask"] is None
+
+
+def as_format_2(store: PredictionStore) -> None:
+    """Rewrite every shard as store format 2 wrote it: no ``confidence`` column, version "2"."""
+    for shard in store.shards():
+        pf = pq.ParquetFile(shard)
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        table = pf.read().drop_columns(["confidence"]).replace_schema_metadata({"sida_store": "2"})
+        pq.write_table(table, shard, row_group_size=max(sizes))
+
+
+def test_format_2_shards_read_with_a_null_confidence(tmp_path: Path) -> None:
+    gt = np.zeros((12, 16), dtype=bool)
+    gt[2:6, 3:9] = True
+    store = PredictionStore(tmp_path / "p", flush_every=10)
+    for sid in ("a", "b"):
+        store.add({**_mask_row(sid, "none", gt), "confidence": encode_prob_mask(np.ones((12, 16)))})
+    store.flush()
+    before = store.read().drop_columns(["confidence"])
+    as_format_2(store)
+    assert "confidence" not in pq.read_schema(store.shards()[0]).names
+    after = store.read()
+    assert after.drop_columns(["confidence"]).equals(before) and after.column("confidence").null_count == 2
+    for batch in (*store.iter_batches(["sample_id", "confidence", "gt_mask"]),
+                  *store.iter_row_groups(["sample_id", "confidence", "gt_mask"]),
+                  store.read_samples("d", "test", ["a"], ["sample_id", "confidence"])):
+        assert batch.column("confidence").null_count == batch.num_rows and batch.num_rows
+    assert store.index(["confidence"]).table.column("confidence").null_count == 2

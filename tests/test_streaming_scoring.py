@@ -213,3 +213,74 @@ def test_imported_masks_of_another_size_are_scored_only_with_pred_resize(tmp_pat
     scored = score_predictions_file(tmp_path / "preds.csv", fx.write_protocol(tmp_path, legacy, "c.yaml"), tmp_path / "c")
     values = scored.entries[0].metrics["sida_legacy"].values  # issue 15: a recorded rule, never an abort
     assert values["n_tampered_mask_shape_mismatch"].value == len(tampered) and values["n_tampered"].value == 0
+
+
+def by_hand_weighted_f1(out: Path, perturbation: str) -> float:
+    """Mean over tampered images of the confidence-weighted F1 at p > 0.5, from the stored masks."""
+    f1s = []
+    for r in PredictionStore(out / "predictions").read().to_pylist():
+        if r["perturbation"] != perturbation or r["label"] != 2 or r["error"] is not None:
+            continue
+        gt = decode_bool_mask(r["gt_mask"], r["gt_mask_h"], r["gt_mask_w"])
+        pred = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) > 0.5
+        c = decode_prob_mask(r["confidence"], r["pred_mask_h"], r["pred_mask_w"]).astype(np.float64)
+        tp, fp, fn = c[pred & gt].sum(), c[pred & ~gt].sum(), c[~pred & gt].sum()
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+def test_confidence_weighting_scores_the_stored_confidence_maps(tmp_path: Path) -> None:
+    """A model with confidence maps: they are stored, the weighted F1 equals a hand computation from
+    the store (and differs from the plain one); the option is recorded; a model without maps stores
+    null and the weighted metric is a recorded skip, never an unweighted number."""
+    from bench.evaluation.metric_feed import NO_CONFIDENCE
+
+    proto = fx.write_protocol(tmp_path, PROTOCOL)
+    out = tmp_path / "conf"
+    plain = run_and_score(proto, "runner_test:confident", out, flush_every=7, batch_size=4, tables=False)
+    rows = PredictionStore(out / "predictions").read().to_pylist()
+    assert all(r["confidence"] is not None for r in rows)
+    model = fx.RunnerTestModel("confident")
+    first = next(r for r in rows if r["perturbation"] == "none")
+    image = next(s for s in fx.FakeSidDataset(n=30).iter_samples() if s.id == first["sample_id"]).image
+    stored = decode_prob_mask(first["confidence"], first["pred_mask_h"], first["pred_mask_w"])
+    assert np.abs(stored - model.predict([image])[0].confidence).max() <= 0.5 / 255 + 1e-6
+    weighted = score_run(out, metric_options={"localization": {"confidence_weighting": True}})
+    for entry, unweighted in zip(weighted.entries, plain.entries):
+        got = entry.metrics["localization"]
+        assert got.values["pixel_f1"].value == pytest.approx(by_hand_weighted_f1(out, entry.perturbation.key))
+        before = unweighted.metrics["localization"].values["pixel_f1"].value
+        assert got.values["pixel_f1"].value != pytest.approx(before)
+        assert "confidence_weighting" in got.convention and got.values["n_zero_confidence"].value == 0
+    assert "confidence_weighting" not in plain.entries[0].metrics["localization"].convention  # never a default
+
+    none = tmp_path / "none"
+    run_and_score(proto, "runner_test", none, tables=False)
+    assert all(r["confidence"] is None for r in PredictionStore(none / "predictions").read().to_pylist())
+    result = score_run(none, metric_options={"localization": {"confidence_weighting": True}}).entries[0]
+    skipped = result.metrics["localization"]
+    assert skipped.skipped is not None and skipped.skipped.startswith(NO_CONFIDENCE.split("{sample")[0].format(
+        name="localization")) and not skipped.values
+
+
+def test_an_old_format_store_without_confidence_still_scores(tmp_path: Path) -> None:
+    """Shards of store format 2 (no confidence column) score exactly as before; the weighted metric is
+    a recorded skip there."""
+    from tests.test_store import as_format_2
+
+    out = tmp_path / "run"
+    first = run_and_score(fx.write_protocol(tmp_path, PROTOCOL), "runner_test:confident", out, flush_every=9,
+                          tables=False)
+    store = PredictionStore(out / "predictions")
+    as_format_2(store)
+    assert all(pq_version(s) == "2" for s in store.shards())
+    again = score_run(out)
+    assert [e.model_dump() for e in again.entries] == [e.model_dump() for e in first.entries]
+    weighted = score_run(out, metric_options={"localization": {"confidence_weighting": True}}).entries[0]
+    assert "confidence_weighting needs" in str(weighted.metrics["localization"].skipped)
+
+
+def pq_version(shard: Path) -> str:
+    import pyarrow.parquet as pq
+
+    return (pq.read_schema(shard).metadata or {})[b"sida_store"].decode()

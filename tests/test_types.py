@@ -28,3 +28,15 @@ def test_sample_validates_image_and_mask():
 def test_failed_prediction_has_nan_probs():
     p = Prediction.failed(3, "boom")
     assert p.error == "boom" and p.probs.shape == (3,) and np.isnan(p.probs).all()
+
+
+def test_a_confidence_map_is_checked_like_the_mask():
+    probs, mask = np.array([0.4, 0.6]), np.full((4, 6), 0.5, np.float32)
+    assert Prediction(probs, mask, confidence=np.ones((4, 6), np.float32)).problem(2, (4, 6)) is None
+    assert "without a mask" in Prediction(probs, None, confidence=np.ones((4, 6))).problem(2, (4, 6))
+    assert "confidence map of shape (6, 4)" in Prediction(probs, mask, confidence=np.ones((6, 4))).problem(2, (4, 6))
+    bad = np.ones((4, 6))
+    bad[0, 0] = 1.5
+    assert "confidence map with values" in Prediction(probs, mask, confidence=bad).problem(2, (4, 6))
+    bad[0, 0] = np.nan
+    assert "confidence map with values" in Prediction(probs, mask, confidence=bad).problem(2, (4, 6))

@@ -26,6 +26,7 @@ def handle_build(args: argparse.Namespace) -> int:
 
     data = build_site(args.results, args.out)
     n = sum(len(b["entries"]) for b in data["boards"])
+    na = sum(len(b["not_applicable"]) for b in data["boards"])
     print(f"{args.out / 'index.html'}: {len(data['boards'])} boards, {n} ranked entries, "
-          f"{len(data['unranked'])} not ranked")
+          f"{len(data['unranked']) + na} not ranked" + (f" ({na} not applicable)" if na else ""))
     return 0

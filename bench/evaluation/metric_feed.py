@@ -30,7 +30,11 @@ decoded ``c / 255``, at their stored size, so ``pred_resize`` resizes them to th
 truth's). A usable row without mask bytes (a ``store_masks: stats`` store) makes the metric a
 recorded skip, never a partial score. A predicted mask of another size than its ground truth
 has no ``mask_stats``: only the pixel path with ``pred_resize`` scores it; any other
-localization metric refuses it with one line naming the sample.
+localization metric refuses it with one line naming the sample. A metric with
+``confidence_weighting`` takes the pixel path and also reads each row's ``confidence`` map
+(:data:`CONFIDENCE_COLUMN`, decoded ``c / 255`` at the mask's size); a usable row without one (a
+model that makes none, a ``stats`` store, a store of format 2) makes it a recorded skip
+(:data:`NO_CONFIDENCE`), never an unweighted score.
 
 The ``explanation`` metric reads each row's ``text``, its reference ``meta["explanation"]`` (as
 the dataset loaders set it: SID-Set ``description/<class>_GT.json``, the parquet ``description``
@@ -68,9 +72,15 @@ FEED_COLUMNS = ["dataset", "split", "perturbation", "sample_id", "label", "probs
 """The store columns scoring reads (never the mask bytes, unless a metric reads text: :data:`TEXT_COLUMNS`)."""
 PIXEL_COLUMNS = [*FEED_COLUMNS, "pred_mask", "pred_mask_w", "gt_mask", "gt_mask_w"]
 """The columns read when a metric needs the pixels (:data:`FEED_COLUMNS` and the masks)."""
-NO_PIXELS = ("{name}: border_exclusion / pred_resize need the mask pixels, and this store keeps only per-image "
-             "statistics (store_masks: stats); re-run with store_masks: full")
-NO_PIXEL_COLUMNS = "{name}: border_exclusion / pred_resize need the mask pixels, which this feed does not read"
+NO_PIXELS = ("{name}: border_exclusion / pred_resize / confidence_weighting need the mask pixels, and this store "
+             "keeps only per-image statistics (store_masks: stats); re-run with store_masks: full")
+NO_PIXEL_COLUMNS = ("{name}: border_exclusion / pred_resize / confidence_weighting need the mask pixels, which this "
+                    "feed does not read")
+CONFIDENCE_COLUMN = "confidence"
+"""The store column a ``confidence_weighting`` metric reads besides :data:`PIXEL_COLUMNS`."""
+NO_CONFIDENCE = ("{name}: confidence_weighting needs the model's confidence map of every scored mask, and this "
+                 "store has none for sample {sample!r} (the model makes none, or store_masks: stats, or an older "
+                 "store format)")
 TEXT_COLUMNS = ["probs_space", "text", "meta", "pred_mask", "pred_mask_w", "gt_mask", "gt_mask_w"]
 """The further columns the ``explanation`` metric reads."""
 EXPLANATION_CHUNK = 32
@@ -135,6 +145,11 @@ class GroupScorer:
     def needs_pixels(self) -> bool:
         """True when a metric must be fed the decoded masks (rows with :data:`PIXEL_COLUMNS`)."""
         return bool(self.pixel_metrics)
+
+    @property
+    def needs_confidence(self) -> bool:
+        """True when a metric weights pixels by the stored confidence (:data:`CONFIDENCE_COLUMN` too)."""
+        return any(getattr(self.metrics[n], "confidence_weighting", False) for n in self.pixel_metrics)
 
     def _binary_on_ternary(self) -> bool:
         return self.probs_space == LabelSpace.BINARY.value and self.protocol.label_space == LabelSpace.TERNARY
@@ -210,7 +225,16 @@ class GroupScorer:
         if any(pred_bytes[i] is None or (has_gt[i] and gt_bytes[i] is None) for i in keep):
             self.pixel_skip[name] = NO_PIXELS.format(name=name)
             return
-        gts, preds = [], []
+        weighted = bool(getattr(metric, "confidence_weighting", False))
+        conf_bytes: list[Any] = []
+        if weighted:
+            conf_bytes = (rows.column(CONFIDENCE_COLUMN).to_pylist() if CONFIDENCE_COLUMN in rows.column_names
+                          else [None] * rows.num_rows)
+            missing = next((i for i in keep if conf_bytes[i] is None), None)
+            if missing is not None:
+                self.pixel_skip[name] = NO_CONFIDENCE.format(name=name, sample=ids[missing])
+                return
+        gts, preds, confs = [], [], []
         for i in keep:
             if has_gt[i] and metric.pred_resize == "none" and (ph[i], pw[i]) != (gh[i], gw[i]):
                 raise UserError(f"sample {ids[i]!r}: the predicted mask ({ph[i]}x{pw[i]}) and the ground truth "
@@ -218,7 +242,10 @@ class GroupScorer:
                                 "bilinear or nearest")
             preds.append(decode_prob_mask(pred_bytes[i], ph[i], pw[i]))
             gts.append(decode_bool_mask(gt_bytes[i], gh[i], gw[i]) if has_gt[i] else None)
-        metric.update(gts, preds, labels[keep], sample_ids=[ids[i] for i in keep])
+            if weighted:
+                confs.append(decode_prob_mask(conf_bytes[i], ph[i], pw[i]))
+        metric.update(gts, preds, labels[keep], sample_ids=[ids[i] for i in keep],
+                      **({"confidences": confs} if weighted else {}))
 
     def _legacy(self, metric: Any, labels: np.ndarray, probs: Any, has_pred: np.ndarray, has_gt: np.ndarray,
                 stats: Any, ids: list[str]) -> None:
@@ -238,6 +265,8 @@ class GroupScorer:
         metric = self.metrics[name]
         if self.tasks[name] == "localization" and not self.any_pred_mask:
             return "the model produced no predicted masks"
+        if self.tasks[name] == "explanation" and not self.any_text:
+            return NOT_APPLICABLE
         if isinstance(metric, SampleMetric):
             metric.sort_by_sample_id()
         return metric
@@ -254,9 +283,6 @@ class GroupScorer:
                 out[spec.name] = MetricResult(convention=self.metrics[spec.name].convention(), skipped=state)
                 continue
             metric, task = state, self.tasks[spec.name]
-            if task == "explanation" and not self.any_text:
-                out[spec.name] = MetricResult(convention=metric.convention(), skipped=NOT_APPLICABLE)
-                continue
             result = metric_result(metric, self.protocol)
             if task == "localization":
                 result.values["n_no_gt_mask"] = MetricValue(value=float(self.n_no_gt_mask))
@@ -282,16 +308,27 @@ def metric_from_rows(protocol: Protocol, name: str, rows: pa.Table,
     :data:`PIXEL_COLUMNS` with ground-truth references resolved, as
     :meth:`~bench.evaluation.store.PredictionStore.read` gives them; without them that metric
     is skipped with the reason). ``params`` are merged over the protocol's parameters of the metric.
+    The ``explanation`` metric also reads texts and mask bytes (:data:`TEXT_COLUMNS`): feed it from
+    the store with :func:`bench.evaluation.scorer.stream_group_metric`.
     """
+    scorer = GroupScorer(single_metric(protocol, name, params), NO_PERTURBATION,
+                         rows.select(["sample_id", "error", "probs_space"]))
+    scorer.update(rows.select([c for c in [*PIXEL_COLUMNS, CONFIDENCE_COLUMN]
+                               if c in rows.column_names or c in FEED_COLUMNS]))
+    return scorer.state(name)
+
+
+NO_PERTURBATION = PerturbationInfo(key="", name="", params={}, label="")
+"""The perturbation record of a group fed outside scoring (its entry is never written)."""
+
+
+def single_metric(protocol: Protocol, name: str, params: dict[str, Any] | None = None) -> Protocol:
+    """``protocol`` with only its metric ``name``, ``params`` merged over that metric's parameters."""
     spec = next((m for m in protocol.metrics if m.name == name), None)
     if spec is None:
         raise UserError(f"metric {name!r} is not in protocol {protocol.name!r}")
-    single = protocol.model_copy(update={"metrics": [spec.model_copy(update={"params": {**spec.params,
-                                                                                         **(params or {})}})]})
-    pert = PerturbationInfo(key="", name="", params={}, label="")
-    scorer = GroupScorer(single, pert, rows.select(["sample_id", "error", "probs_space"]))
-    scorer.update(rows.select([c for c in PIXEL_COLUMNS if c in rows.column_names or c in FEED_COLUMNS]))
-    return scorer.state(name)
+    return protocol.model_copy(update={"metrics": [spec.model_copy(update={"params": {**spec.params,
+                                                                                      **(params or {})}})]})
 
 
 def _explanation(metric: Any, rows: pa.Table) -> None:

@@ -176,7 +176,7 @@ def make_row(run: RunIdentity, split: Split, cond: Condition, v: Variant, pred: 
         run, dataset=split.spec_name, split=split.dataset.split, sample_id=v.sample_id, perturbation=cond.key,
         params_json=cond.params_json, label=v.label, probs=pred.probs, probs_space=probs_space, size=v.size,
         pred_mask=pred.mask, gt_mask=v.gt_mask, meta=v.meta, error=v.error or pred.error, text=pred.text,
-        store_masks=store_masks)
+        store_masks=store_masks, confidence=pred.confidence)
 
 
 def run_protocol(

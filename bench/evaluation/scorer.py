@@ -9,7 +9,8 @@ are not read by localization metrics (they use each row's per-image ``mask_stats
 bounded by one batch plus the metrics' per-sample rows, and the numbers equal one in-memory
 pass over the rows sorted by sample id (whatever order, batch size or sharding wrote them).
 
-Only when a metric needs the pixels (``border_exclusion``, ``pred_resize``) does the second
+Only when a metric needs the pixels (``border_exclusion``, ``pred_resize``, ``confidence_weighting``,
+which also reads the stored confidence maps) does the second
 pass read the masks too, one parquet row group at a time
 (:meth:`~bench.evaluation.store.PredictionStore.iter_row_groups`, ground-truth references
 resolved): memory is then one row group's masks, never the whole store.
@@ -27,11 +28,13 @@ import pyarrow as pa
 
 from bench.errors import UserError
 from bench.evaluation.conditions import build_conditions
-from bench.evaluation.metric_feed import PIXEL_COLUMNS, GroupScorer, feed_columns
+from bench.evaluation.metric_feed import (CONFIDENCE_COLUMN, NO_PERTURBATION, PIXEL_COLUMNS, GroupScorer, feed_columns,
+                                          single_metric)
 from bench.evaluation.protocol import MetricSpec, Protocol, load_protocol
 from bench.evaluation.results import PerturbationInfo, ProtocolInfo, ResultEntry, ResultsFile
 from bench.evaluation.run_record import complete_records, environment, git_commit, split_key
-from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore
+from bench.evaluation.store import PREDICTIONS_DIR, PredictionStore, StoreIndex
+from bench.metrics.base import Metric
 
 FEED_ROWS = 1024
 """Rows per batch fed to the metrics (columns without mask bytes: about 5 KB a row)."""
@@ -63,15 +66,7 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
              for c in build_conditions(proto)}
     wanted = {(d.name, d.split, k) for d in proto.datasets for k in perts}
     scorers = {key: GroupScorer(proto, perts[key[2]], rows) for key, rows in _groups(index.table) if key in wanted}
-    columns = feed_columns(proto)
-    if any(s.needs_pixels for s in scorers.values()):
-        batches = store.iter_row_groups(list(dict.fromkeys([*PIXEL_COLUMNS, *columns])), index)
-    else:
-        batches = store.iter_batches(columns, index, rows=TEXT_FEED_ROWS if "pred_mask" in columns else FEED_ROWS)
-    for batch in batches:
-        for key, rows in _groups(batch):
-            if key in scorers:
-                scorers[key].update(rows)
+    _feed(store, index, proto, scorers)
     entries: list[ResultEntry] = []
     for spec in proto.datasets:
         for pert_key in perts:
@@ -97,6 +92,38 @@ def score_run(run_dir: str | Path, protocol: Protocol | str | Path | None = None
         run=run,
         entries=entries,
     )
+
+
+def _feed(store: PredictionStore, index: StoreIndex, protocol: Protocol,
+          scorers: dict[tuple[str, str, str], GroupScorer]) -> None:
+    """Stream the store's winning rows into the scorers of their groups (see the module docstring)."""
+    columns = feed_columns(protocol)
+    if any(s.needs_pixels for s in scorers.values()):
+        extra = [CONFIDENCE_COLUMN] if any(s.needs_confidence for s in scorers.values()) else []
+        batches = store.iter_row_groups(list(dict.fromkeys([*PIXEL_COLUMNS, *columns, *extra])), index)
+    else:
+        batches = store.iter_batches(columns, index, rows=TEXT_FEED_ROWS if "pred_mask" in columns else FEED_ROWS)
+    for batch in batches:
+        for key, rows in _groups(batch):
+            if key in scorers:
+                scorers[key].update(rows)
+
+
+def stream_group_metric(store: PredictionStore, protocol: Protocol, name: str, group: tuple[str, str, str],
+                        params: dict[str, Any] | None = None) -> Metric | str:
+    """The metric ``name`` of ``protocol`` over one (dataset, split, perturbation) ``group`` of
+    ``store``, streamed exactly as :func:`score_run` feeds it (texts and masks a batch at a time,
+    so memory stays bounded), sorted by sample id; or the reason scoring skips it (no stored
+    rows: ``"no predictions"``; no text at all: :data:`~bench.evaluation.metric_feed.NOT_APPLICABLE`).
+    ``params`` are merged over the protocol's parameters of the metric."""
+    single = single_metric(protocol, name, params)
+    index = store.index(["error", "probs_space"])
+    rows = dict(_groups(index.table)).get(group)
+    if rows is None:
+        return "no predictions"
+    scorer = GroupScorer(single, NO_PERTURBATION, rows)
+    _feed(store, index, single, {group: scorer})
+    return scorer.state(name)
 
 
 def _groups(table: pa.Table) -> list[tuple[tuple[str, str, str], pa.Table]]:

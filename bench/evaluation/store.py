@@ -18,6 +18,9 @@ What a row keeps (store format :data:`STORE_VERSION`; docs/running.md "Predictio
 - ``pred_mask``: the predicted mask quantised to 8 bits, code ``c = ceil(255 p - 1/2)`` (round
   half down, so for float32 ``p``, ``p > 0.5`` iff ``c >= 128``; decoded ``c / 255``, error <= 1/510),
   row-major, zstd-compressed; ``pred_mask_h``/``pred_mask_w`` (null: the model made no mask);
+- ``confidence``: the model's confidence map of its mask (TruFor), 8-bit codes and zstd exactly as
+  ``pred_mask`` and of its size (``pred_mask_h`` × ``pred_mask_w``); null: the model made none
+  (store format 3; a format-2 shard has no such column and reads as null);
 - ``gt_mask``: ``np.packbits`` of the boolean ground truth, stored once per shard for each
   distinct mask (``gt_ref``: a content hash; further rows of the same sample and geometry hold
   only the reference); ``gt_mask_h``/``gt_mask_w`` (null: no ground truth);
@@ -31,7 +34,10 @@ What a row keeps (store format :data:`STORE_VERSION`; docs/running.md "Predictio
   by a metric with ``pred_resize``.
 
 The protocol's ``store_masks`` chooses ``full`` (everything above) or ``stats`` (no
-``pred_mask`` or ``gt_mask`` bytes: rows of about 1 KB; masks are no longer viewable).
+``pred_mask``, ``confidence`` or ``gt_mask`` bytes: rows of about 1 KB; masks are no longer viewable).
+
+Formats: shards are written as :data:`STORE_VERSION`; :data:`READABLE_VERSIONS` are read (a column
+an older format lacks reads as null: :data:`ADDED_COLUMNS`); any other is refused with one line.
 """
 
 from __future__ import annotations
@@ -56,8 +62,12 @@ from bench.safe_text import printable
 PREDICTIONS_DIR = "predictions"
 """The store's folder inside a run directory."""
 
-STORE_VERSION = "2"
-"""Written into every shard's metadata (``sida_store``); shards of another version are refused."""
+STORE_VERSION = "3"
+"""Written into every shard's metadata (``sida_store``)."""
+READABLE_VERSIONS = ("2", "3")
+"""Formats this code reads; format 3 added the ``confidence`` column (:data:`ADDED_COLUMNS`)."""
+ADDED_COLUMNS = {"confidence": "3"}
+"""Columns added after format 2, with the format that added them: an older shard reads them as null."""
 
 MASK_LEVELS = 256
 """Quantisation levels of a stored predicted mask (8 bits)."""
@@ -92,10 +102,11 @@ SCHEMA = pa.schema([
     ("meta", pa.string()),
     ("error", pa.string()),
     ("text", pa.string()),
+    ("confidence", pa.binary()),
 ])
 """Columns of every shard (see the module docstring)."""
 
-LIGHT_COLUMNS = [n for n in SCHEMA.names if n not in ("pred_mask", "gt_mask")]
+LIGHT_COLUMNS = [n for n in SCHEMA.names if n not in ("pred_mask", "gt_mask", "confidence")]
 """Every column but the mask bytes (``mask_stats`` included): what scoring-like readers need."""
 
 ROW_GROUP = 64
@@ -199,19 +210,28 @@ def prediction_row(
     run: RunIdentity, *, dataset: str, split: str, sample_id: str, perturbation: str, params_json: str,
     label: int, probs: Any, probs_space: str, size: tuple[int, int], pred_mask: np.ndarray | None,
     gt_mask: np.ndarray | None, meta: dict[str, Any], error: str | None, text: str | None,
-    store_masks: str = "full",
+    store_masks: str = "full", confidence: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One store row (columns of :data:`SCHEMA`); ``probs`` and ``pred_mask`` are dropped on error.
+    """One store row (columns of :data:`SCHEMA`); ``probs``, ``pred_mask`` and ``confidence`` are
+    dropped on error.
 
-    A predicted mask with NaN or infinite values makes the row an error (a recorded per-sample
-    failure); values outside [0, 1] are clipped. ``mask_stats`` is left null when the predicted
-    mask and the ground truth differ in shape (the scorer then names the sample).
+    A predicted mask or confidence map with NaN or infinite values makes the row an error (a
+    recorded per-sample failure); values outside [0, 1] are clipped. A confidence map must have
+    the predicted mask's shape. ``mask_stats`` is left null when the predicted mask and the
+    ground truth differ in shape (the scorer then names the sample).
     """
     if store_masks not in STORE_MASKS:
         raise UserError(f"store_masks must be one of {STORE_MASKS}, got {store_masks!r}")
     if error is None and pred_mask is not None and not np.isfinite(pred_mask).all():
         error = "model: the predicted mask has NaN or infinite values"
+    if error is None and confidence is not None:
+        if pred_mask is None or np.shape(confidence) != np.shape(pred_mask):
+            error = (f"model: a confidence map of shape {np.shape(confidence)} needs a predicted mask of that shape "
+                     f"(got {None if pred_mask is None else np.shape(pred_mask)})")
+        elif not np.isfinite(confidence).all():
+            error = "model: the confidence map has NaN or infinite values"
     codes = quantise_mask(pred_mask) if pred_mask is not None and error is None else None
+    conf_codes = quantise_mask(confidence) if confidence is not None and error is None else None
     gm = np.asarray(gt_mask, dtype=bool) if gt_mask is not None else None
     stats = None
     if (codes is not None or gm is not None) and (codes is None or gm is None or codes.shape == gm.shape):
@@ -238,6 +258,7 @@ def prediction_row(
         "group": group_of(meta),
         "meta": json.dumps(light_meta(meta), sort_keys=True, default=str),
         "error": error, "text": text,
+        "confidence": encode_codes(conf_codes) if conf_codes is not None and full else None,
     }
 
 
@@ -300,8 +321,8 @@ class PredictionStore:
         table = table.replace_schema_metadata({"sida_store": STORE_VERSION})
         name = f"part-{self._writer}-{self._seq:06d}.parquet"
         tmp = self.root / f".tmp-{name}"
-        compression = {n: ("none" if n == "pred_mask" else "zstd") for n in SCHEMA.names}
-        masks = any(r.get("pred_mask") is not None or r.get("gt_mask") is not None for r in self._buffer)
+        compression = {n: ("none" if n in ("pred_mask", "confidence") else "zstd") for n in SCHEMA.names}
+        masks = any(r.get(c) is not None for r in self._buffer for c in ("pred_mask", "gt_mask", "confidence"))
         pq.write_table(table, tmp, compression=compression, row_group_size=ROW_GROUP if masks else len(self._buffer))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -328,7 +349,7 @@ class PredictionStore:
             try:
                 pf = pq.ParquetFile(path)
                 _check_version(path, pf)
-                tables.append(pf.read(columns=cols, use_threads=False))
+                tables.append(_complete(pf.read(columns=_present(pf, cols), use_threads=False), cols))
             except (pa.ArrowException, OSError) as exc:
                 raise UserError(f"{path}: unreadable prediction shard ({exc}); move it away and finish the run "
                                 "with --resume") from None
@@ -344,7 +365,8 @@ class PredictionStore:
         index = self.index()
         parts = []
         for shard, keep in zip(index.shards, index.keep):
-            table = _resolve_gt(pq.ParquetFile(shard).read(columns=_with_gt(cols), use_threads=False))
+            pf = pq.ParquetFile(shard)
+            table = _resolve_gt(_complete(pf.read(columns=_present(pf, _with_gt(cols)), use_threads=False), cols))
             parts.append(table.select(cols).filter(pa.array(keep)))
         if not parts:
             return SCHEMA.empty_table().select(cols)
@@ -363,10 +385,10 @@ class PredictionStore:
         for shard, keep in zip(index.shards, index.keep):
             start = 0
             held: dict[str, bytes] = {}
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=_with_gt(cols),
-                                                            use_threads=False):
+            pf = pq.ParquetFile(shard)
+            for batch in pf.iter_batches(batch_size=rows, columns=_present(pf, _with_gt(cols)), use_threads=False):
                 n = batch.num_rows
-                table = _resolve_gt(pa.Table.from_batches([batch]), held).select(cols)
+                table = _resolve_gt(_complete(pa.Table.from_batches([batch]), cols), held).select(cols)
                 table = table.filter(pa.array(keep[start:start + n]))
                 start += n
                 if table.num_rows:
@@ -397,7 +419,7 @@ class PredictionStore:
                 rows_keep, start = keep[start:start + n], start + n
                 if not rows_keep.any():
                     continue
-                table = pf.read_row_group(g, columns=read_cols, use_threads=False)
+                table = _complete(pf.read_row_group(g, columns=_present(pf, read_cols), use_threads=False), cols)
                 if gt:
                     table = _resolve_gt_from(pf, _resolve_gt(table), first_group)
                 yield table.filter(pa.array(rows_keep)).select(cols)
@@ -425,9 +447,8 @@ class PredictionStore:
             mask = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool) & keep
             if not mask.any():
                 continue
-            table = _resolve_gt(pf.read(columns=_with_gt(list(dict.fromkeys([*cols, "dataset", "split",
-                                                                               "perturbation", "sample_id"]))),
-                                        use_threads=False))
+            wanted_cols = _with_gt(list(dict.fromkeys([*cols, "dataset", "split", "perturbation", "sample_id"])))
+            table = _resolve_gt(_complete(pf.read(columns=_present(pf, wanted_cols), use_threads=False), cols))
             parts.append(table.filter(pa.array(mask)).select(cols))
         if not parts:
             return SCHEMA.empty_table().select(cols)
@@ -477,9 +498,24 @@ class StoreIndex:
 def _check_version(path: Path, pf: pq.ParquetFile) -> None:
     meta = pf.schema_arrow.metadata or {}
     version = meta.get(b"sida_store", b"1").decode()
-    if version != STORE_VERSION:
-        raise UserError(f"{path}: prediction store format {version} is not supported (expected {STORE_VERSION}; "
-                        "re-run, or re-import the predictions file, with this version)")
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"{path}: prediction store format {version} is not supported (readable: "
+                        f"{', '.join(READABLE_VERSIONS)}; re-run, or re-import the predictions file, with this "
+                        "version)")
+
+
+def _present(pf: pq.ParquetFile, cols: list[str]) -> list[str]:
+    """``cols`` without the :data:`ADDED_COLUMNS` an older shard lacks (read back as null by :func:`_complete`)."""
+    names = set(pf.schema_arrow.names)
+    return [c for c in cols if c in names or c not in ADDED_COLUMNS]
+
+
+def _complete(table: pa.Table, cols: list[str]) -> pa.Table:
+    """``table`` with a null column for each of ``cols`` it lacks (columns an older format did not have)."""
+    for c in cols:
+        if c not in table.column_names:
+            table = table.append_column(SCHEMA.field(c), pa.nulls(table.num_rows, SCHEMA.field(c).type))
+    return table
 
 
 def _with_gt(cols: list[str]) -> list[str]:

@@ -5,7 +5,8 @@ Metrics are rebuilt by the scorer's own feed (:func:`bench.evaluation.metric_fee
 rows with an error are left out; label-space adapters as recorded; localization from each row's
 ``mask_stats``, on rows with a predicted mask and, for tampered images, a ground-truth mask), so
 ``metric.compute()`` equals the numbers of ``results.json`` (tested). Groups hold the store's
-light columns (no mask bytes); the entry page reads the few masks it draws from ``Entry.store``.
+light columns (no mask bytes); the entry page reads the few masks it draws from ``Entry.store``,
+and the ``explanation`` metric (texts and masks) is streamed from it (:func:`rebuild_streamed`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.errors import UserError
 from bench.evaluation.metric_feed import metric_from_rows
 from bench.evaluation.protocol import Protocol
 from bench.evaluation.results import RESULTS_FILE, ResultsFile, load_results
+from bench.evaluation.scorer import stream_group_metric
 from bench.evaluation.store import LIGHT_COLUMNS, PREDICTIONS_DIR, PredictionStore
 from bench.metrics.base import SampleMetric
 
@@ -116,6 +118,17 @@ def slugify(text: str) -> str:
 def sample_set_hash(rows: pa.Table) -> str:
     ids = sorted(rows.column("sample_id").to_pylist())
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+
+
+def rebuild_streamed(entry: Entry, name: str, group: tuple[str, str, str]) -> SampleMetric | str | None:
+    """The metric ``name`` of the entry's protocol over one (dataset, split, perturbation) group,
+    streamed from the entry's store with every column scoring reads (texts and mask bytes: the
+    ``explanation`` metric), so it equals ``results.json``; or the reason scoring skips it (e.g.
+    :data:`~bench.evaluation.metric_feed.NOT_APPLICABLE`); None when the protocol lacks it."""
+    if not any(m.name == name for m in entry.protocol.metrics):
+        return None
+    metric = stream_group_metric(entry.store, entry.protocol, name, group, LIGHT_PARAMS.get(name))
+    return metric if isinstance(metric, (SampleMetric, str)) else None
 
 
 def rebuild_metric(name: str, rows: pa.Table, protocol: Protocol) -> SampleMetric | None:

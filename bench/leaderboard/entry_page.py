@@ -80,6 +80,10 @@ def _ranks(entry: Entry, boards: list[Board]) -> str:
                 tie = " (tie)" if row.tied else ""
                 items.append(f'<li><a href="../../boards/{b.slug}.html">{esc(b.title)}</a>: rank {row.rank}{tie} of '
                              f"{len(b.rows)}, {esc(b.columns[0].label)} {pct(row.main.value)}</li>")
+        for e, reason in b.not_applicable:
+            if e is entry:
+                items.append(f'<li><a href="../../boards/{b.slug}.html">{esc(b.title)}</a>: not ranked, '
+                             f"{esc(reason)}</li>")
     return "<h2>Ranks</h2>\n<ul>" + "".join(items) + "</ul>" if items else ""
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from bench.leaderboard.entries import Entry
 from bench.leaderboard.ranking import ALPHA, TEST_NAME, Board, Row, Stat
 
 CSS = """\
@@ -22,6 +23,7 @@ th{background:#eef1f6}th.sortable{cursor:pointer}th.sortable:after{content:" \\2
 td.text,th.text{text-align:left}.ci{color:#5d6675;font-size:0.8rem;white-space:nowrap}
 .tie{color:#a35d00;font-weight:600}.note{background:#f6f7fa;border-left:4px solid #8a93a3;padding:0.5rem 0.8rem}
 .apart{border-left-color:#a35d00}.mono{font-family:ui-monospace,monospace;font-size:0.8rem}
+tbody.na td{color:#5d6675;background:#f6f7fa}
 img{max-width:100%;border:1px solid #d5d9e0;margin:0.4rem 0}nav{margin-bottom:1rem}
 """
 
@@ -41,14 +43,20 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+NOT_APPLICABLE_CELL = "n/a"
+"""What a board shows for an entry whose ranking metric does not apply (never a zero)."""
+
+
 def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
-def stat_cell(s: Stat) -> str:
+def stat_cell(s: Stat, count: bool = False) -> str:
+    """A value (a percentage, or an integer ``count``) with its interval below it, if any."""
     ci = f'<br><span class="ci">[{pct(s.ci[0])}, {pct(s.ci[1])}]</span>' if s.ci else ""
     value = "" if s.value is None else repr(round(s.value, 10))
-    return f'<td data-v="{value}">{pct(s.value)}{ci}</td>'
+    shown = ("–" if s.value is None else f"{s.value:.0f}") if count else pct(s.value)
+    return f'<td data-v="{value}">{shown}{ci}</td>'
 
 
 def page(title: str, body: str, depth: int) -> str:
@@ -60,15 +68,19 @@ def page(title: str, body: str, depth: int) -> str:
             f"<h1>{esc(title)}</h1>\n{body}\n<script>\n{SORT_JS}</script>\n</body>\n</html>\n")
 
 
-def table(headers: Sequence[tuple[str, bool]], rows: Sequence[str], css: str = "sortable") -> str:
-    """``headers``: (label, is text column); ``rows``: ready ``<tr>`` strings."""
+def table(headers: Sequence[tuple[str, bool]], rows: Sequence[str], css: str = "sortable",
+          tail: Sequence[str] = ()) -> str:
+    """``headers``: (label, is text column); ``rows``: ready ``<tr>`` strings; ``tail``: rows of a
+    second body (``tbody.na``) that sorting leaves below the first."""
     head = "".join(f'<th class="sortable{" text" if text else ""}">{esc(h)}</th>' for h, text in headers)
-    return f'<table class="{css}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
+    extra = '\n<tbody class="na">\n' + "\n".join(tail) + "\n</tbody>" if tail else ""
+    return (f'<table class="{css}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows)
+            + f"\n</tbody>{extra}</table>")
 
 
-def method_cell(row: Row, depth: int) -> str:
+def method_cell(row: Row | Entry, depth: int) -> str:
     up = "../" * depth
-    e = row.entry
+    e = row.entry if isinstance(row, Row) else row
     return (f'<td class="text" data-v="{esc(e.label)}"><a href="{up}entries/{e.slug}/index.html">{esc(e.label)}</a>'
             f'{used_test_badge(e.model)}</td>')
 
@@ -78,10 +90,10 @@ def used_test_badge(model: dict[str, Any]) -> str:
     return ' <span class="tie">(used test data)</span>' if sub.get("used_test_data") else ""
 
 
-def links_cell(row: Row, depth: int) -> str:
+def links_cell(row: Row | Entry, depth: int) -> str:
     """results.json, the code link of a submission, and the weights sha256 (first 12 digits)."""
     up = "../" * depth
-    e = row.entry
+    e = row.entry if isinstance(row, Row) else row
     parts = [f'<a href="{up}entries/{e.slug}/results.json">results.json</a>']
     code = ((e.model.get("submission") or {}).get("method") or {}).get("code")
     if isinstance(code, str) and code.startswith(("https://", "http://")):
@@ -116,14 +128,22 @@ def board_section(board: Board, depth: int, link: bool) -> str:
     headers.append(("Details", True))
     rows = []
     for r in board.rows:
-        cells = [rank_cell(r), method_cell(r, depth)] + [stat_cell(s) for s in r.columns]
+        cells = [rank_cell(r), method_cell(r, depth)]
+        cells += [stat_cell(s, c.count) for c, s in zip(board.columns, r.columns)]
         cells += [stat_cell(s) for _, s in r.conditions]
         cells.append(links_cell(r, depth))
         rows.append(f'<tr data-slug="{r.entry.slug}">' + "".join(cells) + "</tr>")
+    na = [f'<tr data-slug="{e.slug}" title="{esc(reason)}"><td data-v="">{NOT_APPLICABLE_CELL}</td>'
+          f'{method_cell(e, depth)}' + f'<td data-v="">{NOT_APPLICABLE_CELL}</td>' * (len(headers) - 3)
+          + f"{links_cell(e, depth)}</tr>" for e, reason in board.not_applicable]
+    note = (f'<p class="note">{NOT_APPLICABLE_CELL} = not applicable, not ranked: '
+            f'{esc("; ".join(sorted({reason for _, reason in board.not_applicable})))}.</p>\n'
+            if board.not_applicable else "")
     return (f"{heading}{apart}<p>Ranking metric: <b>{esc(board.columns[0].label)}</b> — "
             f"{esc(board.main_description)}. {board.n_samples} samples; protocol sha256 "
             f'<span class="mono">{esc(board.sha256)}</span>.</p>\n'
-            + table(headers, rows).replace('<table class="sortable">', '<table class="sortable ranking">', 1))
+            + table(headers, rows, tail=na).replace('<table class="sortable">', '<table class="sortable ranking">', 1)
+            + note)
 
 
 def board_page(board: Board) -> str:
@@ -160,7 +180,8 @@ def index_page(boards: list[Board], unranked: list[tuple[str, str, str]]) -> str
     for b in boards:
         by_protocol.setdefault(b.protocol, []).append(b)
     body.append("<h2>Protocols</h2>\n<ul>" + "".join(
-        f'<li><a href="#{esc(p)}">{esc(p)}</a>: {len(bs)} board(s), {sum(len(b.rows) for b in bs)} entries</li>'
+        f'<li><a href="#{esc(p)}">{esc(p)}</a>: {len(bs)} board(s), {sum(len(b.rows) for b in bs)} entries'
+        + (f", {na} not applicable" if (na := sum(len(b.not_applicable) for b in bs)) else "") + "</li>"
         for p, bs in sorted(by_protocol.items())) + "</ul>")
     for p, bs in sorted(by_protocol.items()):
         body.append(f'<section id="{esc(p)}">' + "\n".join(board_section(b, 0, link=True) for b in bs) + "</section>")

@@ -18,6 +18,11 @@ significantly better. The test is two-sided, ``p = min(1, 2 min((#{d* <= 0} + 1)
 (#{d* >= 0} + 1) / (B + 1)))`` over the B resampled differences d*; no correction for multiple
 comparisons is applied. Ranks are then made non-decreasing down the table (an entry never
 ranks above one with a higher value). Entries with equal rank are tied.
+
+Explanation boards rank by ROUGE-L (by class consistency with the model's verdict when no sample
+has a reference; :mod:`bench.leaderboard.columns`) with the same per-sample resamples and test. An
+entry whose model wrote no text is "not applicable" (as ``results.json`` records it): it is listed
+on the board without values or rank, never ranked as zeros.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.evaluation.bootstrap import percentile_interval, resample_weights
-from bench.leaderboard.columns import BOARD_COLUMNS, MAIN_DESCRIPTION, Column, board_kind
-from bench.leaderboard.entries import Entry, rebuild_metric, sample_set_hash, slugify
-from bench.metrics.base import SampleMetric, resampled
+from bench.evaluation.bootstrap import describe_bootstrap, percentile_interval, resample_weights
+from bench.evaluation.metric_feed import NOT_APPLICABLE, reference_of
 from bench.evaluation.protocol import CLEAN
+from bench.explanation.parser import normalise
+from bench.leaderboard.columns import BOARD_COLUMNS, MAIN_DESCRIPTION, NO_REFERENCE_KIND, Column, board_kind
+from bench.leaderboard.entries import Entry, rebuild_metric, rebuild_streamed, sample_set_hash, slugify
+from bench.metrics.base import SampleMetric, resampled
+from bench.plugins import METRICS
 
 ALPHA = 0.05
 DEFAULT_RESAMPLES = 1000
@@ -51,6 +59,11 @@ class Stat:
         lo, hi = percentile_interval(draws, confidence)
         v = float(value) if np.isfinite(value) else None
         return Stat(v, (lo, hi) if v is not None and np.isfinite(lo) and np.isfinite(hi) else None)
+
+    @staticmethod
+    def count(value: float) -> "Stat":
+        """A sample count: the value, no interval."""
+        return Stat(float(value) if np.isfinite(value) else None, None)
 
 
 @dataclass
@@ -90,6 +103,8 @@ class Board:
     p_values: dict[tuple[str, str], float] = field(default_factory=dict)
     apart: str | None = None
     """Why this board is not merged with the main board of the same protocol and split."""
+    not_applicable: list[tuple[Entry, str]] = field(default_factory=list)
+    """Entries on this board's identity whose ranking metric does not apply (no text), with the reason."""
 
     @property
     def title(self) -> str:
@@ -110,12 +125,13 @@ class _Candidate:
     convention: dict[str, Any]
     sample_hash: str
     n: int
+    not_applicable: str | None = None
 
     @property
     def identity(self) -> tuple[Any, ...]:
         p = self.entry.results.protocol
         return (p.name, self.dataset, self.split, p.version, p.sha256,
-                json.dumps(self.convention, sort_keys=True), self.sample_hash)
+                json.dumps(self.convention, sort_keys=True), self.sample_hash, self.kind)
 
 
 def build_boards(entries: list[Entry]) -> tuple[list[Board], list[tuple[Entry, str]]]:
@@ -140,30 +156,51 @@ def _candidates(entry: Entry, skipped: list[tuple[Entry, str]]) -> Iterator[_Can
     if kind is None:
         skipped.append((entry, f"protocol {protocol.name} has no metric a leaderboard ranks by"))
         return
-    main = BOARD_COLUMNS[kind][0].metric
     for spec in protocol.datasets:
         clean = entry.rows(spec.name, spec.split, CLEAN)
         if clean is None:
             continue
+        layout = NO_REFERENCE_KIND[kind] if kind in NO_REFERENCE_KIND and not _has_reference(clean) else kind
+        main = BOARD_COLUMNS[layout][0].metric
         scored = [e.perturbation.key for e in entry.results.entries if (e.dataset, e.split) == (spec.name, spec.split)]
-        conditions = scored if kind == "robustness" else [CLEAN]
+        conditions = scored if layout == "robustness" else [CLEAN]
         metrics = []
         recorded = {e.perturbation.key: e.metrics.get(main) for e in entry.results.entries
                     if (e.dataset, e.split) == (spec.name, spec.split)}
+        result = recorded.get(CLEAN)
+        convention = dict(result.convention) if result is not None else {}
         for cond in conditions:
-            rows = entry.rows(spec.name, spec.split, cond)
-            metric = rebuild_metric(main, rows, protocol) if rows is not None else None
-            if metric is None:
-                result = recorded.get(cond)
-                why = result.skipped if result is not None and result.skipped else "no predictions"
+            metric = _rebuild(entry, main, (spec.name, spec.split, cond))
+            if isinstance(metric, str) and metric == NOT_APPLICABLE:
+                boot = protocol.bootstrap  # the interval convention a scored entry records, for the same board
+                ci = {"ci": describe_bootstrap(boot.n, boot.confidence, boot.seed)} if boot.n > 0 else {}
+                yield _Candidate(entry, layout, spec.name, spec.split, [], {**convention, **ci},
+                                 sample_set_hash(clean), clean.num_rows, not_applicable=NOT_APPLICABLE)
+                break
+            if not isinstance(metric, SampleMetric):
+                cond_result = recorded.get(cond)
+                why = cond_result.skipped if cond_result is not None and cond_result.skipped else "no predictions"
                 skipped.append((entry, f"{spec.name}/{spec.split} ({cond}): {main} not scored: {why}"))
                 break
             metrics.append((cond, metric))
         else:
-            result = recorded.get(CLEAN)
-            convention = dict(result.convention) if result is not None else {}
-            yield _Candidate(entry, kind, spec.name, spec.split, metrics, convention,
+            yield _Candidate(entry, layout, spec.name, spec.split, metrics, convention,
                              sample_set_hash(clean), clean.num_rows)
+
+
+def _rebuild(entry: Entry, name: str, group: tuple[str, str, str]) -> SampleMetric | str | None:
+    """The per-sample state of metric ``name`` on one group: from the light rows, or streamed from
+    the store for a metric that reads texts and masks (``explanation``); a reason string or None
+    where scoring skips it."""
+    if any(m.name == name for m in entry.protocol.metrics) and METRICS.get(name).task == "explanation":
+        return rebuild_streamed(entry, name, group)
+    rows = entry.rows(*group)
+    return rebuild_metric(name, rows, entry.protocol) if rows is not None else None
+
+
+def _has_reference(rows: Any) -> bool:
+    """Whether any of these store rows has a non-empty reference description (``meta["explanation"]``)."""
+    return any((ref := reference_of(m)) is not None and normalise(ref) for m in rows.column("meta").to_pylist())
 
 
 def _board(cands: list[_Candidate]) -> Board:
@@ -171,7 +208,8 @@ def _board(cands: list[_Candidate]) -> Board:
     proto = first.entry.protocol
     boot = proto.bootstrap
     n_resamples = boot.n if boot.n > 0 else DEFAULT_RESAMPLES
-    columns = BOARD_COLUMNS[first.kind]
+    columns = list(BOARD_COLUMNS[first.kind])
+    ranked = [c for c in cands if c.not_applicable is None]
     board = Board(
         slug=slugify(f"{proto.name}-v{proto.version}-{first.dataset}-{first.split}-{first.sample_hash[:6]}"
                      f"-{first.entry.results.protocol.sha256[:8]}-{_short(first.convention)}"),
@@ -179,10 +217,15 @@ def _board(cands: list[_Candidate]) -> Board:
         dataset=first.dataset, split=first.split, convention=first.convention, sample_hash=first.sample_hash,
         n_samples=first.n, bootstrap={"method": "percentile bootstrap over samples", "n_resamples": n_resamples,
                                       "confidence": boot.confidence, "seed": boot.seed},
-        columns=columns)
-    ids = sorted({s for c in cands for _, m in c.metrics for s in (m.sample_ids() or [])})
-    for cand in cands:
+        columns=columns, not_applicable=[(c.entry, c.not_applicable) for c in cands if c.not_applicable is not None])
+    ids = sorted({s for c in ranked for _, m in c.metrics for s in (m.sample_ids() or [])})
+    for cand in ranked:
         board.rows.append(_row(cand, columns, ids, n_resamples, boot.confidence, boot.seed))
+    keep = [j for j, c in enumerate(columns) if not c.optional or any(r.columns[j].value is not None
+                                                                       for r in board.rows)]
+    board.columns = [columns[j] for j in keep]
+    for r in board.rows:
+        r.columns = [r.columns[j] for j in keep] if r.columns else r.columns
     _rank(board)
     return board
 
@@ -220,6 +263,9 @@ def _row(cand: _Candidate, columns: list[Column], ids: list[str], n: int, confid
     draws_all = list(resampled(metric, _weights(metric, ids, n, seed)))
     stats, main_draws = [], np.zeros(0)
     for j, column in enumerate(columns):
+        if column.count:
+            stats.append(Stat.count(column.value(full)))
+            continue
         draws = np.array([column.value(v) for v in draws_all])
         stats.append(Stat.of(column.value(full), draws, confidence))
         if j == 0:

@@ -28,7 +28,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.leaderboard.entries import SITE_MARKER, Entry, load_entries
 from bench.leaderboard.entry_page import protocol_file, write_entry
-from bench.leaderboard.pages import CSS, board_page, index_page
+from bench.leaderboard.pages import CSS, NOT_APPLICABLE_CELL, board_page, index_page
 from bench.leaderboard.ranking import ALPHA, TEST_NAME, Board, Stat, build_boards
 from bench.progress import track
 
@@ -97,6 +97,12 @@ def leaderboard_data(boards: list[Board], entries: list[Entry], unranked: list[t
                            "sample_set_sha256": b.sample_hash, "ranking_metric": b.columns[0].label,
                            "ranking_metric_description": b.main_description, "convention": b.convention,
                            "bootstrap": b.bootstrap, "apart": b.apart, "entries": rows,
+                           "columns": [{"label": c.label, "metric": c.metric, "keys": list(c.keys), "count": c.count}
+                                       for c in b.columns],
+                           "not_applicable": [{"slug": e.slug, "method": e.label, "reason": reason,
+                                               "results": f"entries/{e.slug}/results.json",
+                                               "page": f"entries/{e.slug}/index.html"}
+                                              for e, reason in b.not_applicable],
                            "p_values": [{"a": a, "b": c, "p": p if math.isfinite(p) else None}
                                         for (a, c), p in sorted(b.p_values.items())]})
     return {"schema_version": SITE_SCHEMA_VERSION, "test": TEST_NAME, "alpha": ALPHA,
@@ -106,7 +112,8 @@ def leaderboard_data(boards: list[Board], entries: list[Entry], unranked: list[t
 
 
 def leaderboard_csv(boards: list[Board]) -> str:
-    """One line per board × entry × column (long format)."""
+    """One line per board × entry × column (long format); an entry that is not applicable has
+    rank ``n/a`` and empty values."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["board", "protocol", "protocol_version", "dataset", "split", "rank", "tied", "method", "slug",
@@ -119,4 +126,8 @@ def leaderboard_csv(boards: list[Board]) -> str:
                 w.writerow([b.slug, b.protocol, b.version, b.dataset, b.split, r.rank, r.tied, r.entry.label,
                             r.entry.slug, label, "" if s.value is None else repr(s.value), repr(lo) if lo != "" else "",
                             repr(hi) if hi != "" else ""])
+        for e, _ in b.not_applicable:
+            for c in b.columns:
+                w.writerow([b.slug, b.protocol, b.version, b.dataset, b.split, NOT_APPLICABLE_CELL, "", e.label,
+                            e.slug, c.label, "", "", ""])
     return buf.getvalue()

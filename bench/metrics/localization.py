@@ -29,6 +29,15 @@ Every convention that changes the numbers is a named constructor parameter (and 
   prediction of another size is resized to the ground truth's (H, W) first, with PyTorch's
   ``interpolate`` rules (half-pixel centres, ``align_corners=False``, no antialiasing; ``nearest``
   picks source index ``floor(i * in / out)``).
+- ``confidence_weighting``: ``false`` (default: every pixel counts 1) or ``true``: each pixel counts
+  with weight ``c`` in [0, 1], the model's confidence map of that pixel (TruFor's; stored with the
+  mask, :attr:`bench.types.Prediction.confidence`), resized and border-excluded exactly as the
+  prediction. Confusion counts and AUC histograms are sums of ``c`` instead of pixel counts, so F1,
+  IoU and AUC are those of the confidence-weighted pixel population: a pixel the model declares
+  unreliable matters less. Not comparable with unweighted scores (and a model can raise them by
+  lowering its confidence where it errs); never a default, recorded in ``convention()``. An image
+  whose weights sum to 0 has no F1/IoU/AUC (left out of the means, counted in ``n_zero_confidence``).
+  Needs the pixels (fed with :meth:`Localization.update`, ``confidences=``).
 - ``bins``: the pixel-AUC histogram resolution (uniform bins on [0, 1]). Memory is O(bins) per
   image (kept so the bootstrap can resample images), never O(pixels).
 
@@ -37,7 +46,8 @@ F1 = IoU = 1 (nothing to find, nothing claimed); a prediction with positives on 
 truth gives 0. The AUC of an image whose ground truth is empty or all-positive is undefined:
 it is left out of the per-image AUC mean and counted in ``n_auc_excluded``.
 
-Keys: ``pixel_auc``, ``pixel_f1``, ``pixel_iou``, ``n_images``, ``n_auc_excluded``, ``n_skipped``.
+Keys: ``pixel_auc``, ``pixel_f1``, ``pixel_iou``, ``n_images``, ``n_auc_excluded``, ``n_skipped``
+(and ``n_zero_confidence`` with ``confidence_weighting``).
 """
 
 from __future__ import annotations
@@ -99,10 +109,15 @@ def resize_prob(p: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     return rows[:, c0] * (1.0 - wc)[None, :] + rows[:, c1] * wc[None, :]
 
 
-def pixel_histograms(gt: np.ndarray, prob: np.ndarray, bins: int) -> np.ndarray:
-    """(2, bins) int counts of [negative, positive] pixels per probability bin [k/B, (k+1)/B)."""
+def pixel_histograms(gt: np.ndarray, prob: np.ndarray, bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(2, bins) int counts of [negative, positive] pixels per probability bin [k/B, (k+1)/B);
+    with per-pixel ``weights``, float64 sums of the weights instead of counts."""
     idx = np.minimum((prob.ravel() * bins).astype(np.int64), bins - 1)
     g = gt.ravel()
+    if weights is not None:
+        wt = np.asarray(weights, dtype=np.float64).ravel()
+        return np.stack([np.bincount(idx[~g], weights=wt[~g], minlength=bins),
+                         np.bincount(idx[g], weights=wt[g], minlength=bins)])
     return np.stack([np.bincount(idx[~g], minlength=bins), np.bincount(idx[g], minlength=bins)]).astype(np.int64)
 
 
@@ -152,9 +167,14 @@ def stats_counts(stats: np.ndarray, values: np.ndarray, threshold: float) -> np.
     return np.array([tp, fp, fn, tn], dtype=np.int64)
 
 
-def threshold_counts(gt: np.ndarray, prob: np.ndarray, threshold: float) -> np.ndarray:
-    """[tp, fp, fn, tn] with a pixel predicted positive iff ``prob > threshold``."""
+def threshold_counts(gt: np.ndarray, prob: np.ndarray, threshold: float,
+                     weights: np.ndarray | None = None) -> np.ndarray:
+    """[tp, fp, fn, tn] with a pixel predicted positive iff ``prob > threshold``; with per-pixel
+    ``weights``, float64 sums of the weights of each cell."""
     pred = prob > threshold
+    if weights is not None:
+        wt = np.asarray(weights, dtype=np.float64)
+        return np.array([wt[pred & gt].sum(), wt[pred & ~gt].sum(), wt[~pred & gt].sum(), wt[~pred & ~gt].sum()])
     tp = int(np.count_nonzero(pred & gt))
     fp = int(np.count_nonzero(pred & ~gt))
     fn = int(np.count_nonzero(~pred & gt))
@@ -164,9 +184,10 @@ def threshold_counts(gt: np.ndarray, prob: np.ndarray, threshold: float) -> np.n
 class Localization(SampleMetric):
     """Pixel ROC-AUC, F1 and IoU with explicit conventions (see the module docstring).
 
-    ``update(gt_masks, pred_masks, labels, sample_ids=None)``: lists of boolean (H, W) ground
-    truths (``None`` allowed for real images) and float (H, W) probabilities in [0, 1] of the same
-    shape, and (N,) labels in the dataset's label space.
+    ``update(gt_masks, pred_masks, labels, sample_ids=None, confidences=None)``: lists of boolean
+    (H, W) ground truths (``None`` allowed for real images) and float (H, W) probabilities in
+    [0, 1] of the same shape, and (N,) labels in the dataset's label space; ``confidences``: the
+    float (H, W) confidence map of each prediction (its shape), needed with ``confidence_weighting``.
 
     ``update_stats(stats, values, labels, sample_ids=None)``: the same from per-image sufficient
     statistics of quantised masks (what the prediction store keeps): (2, L) int pixel counts by
@@ -188,6 +209,7 @@ class Localization(SampleMetric):
         bins: int = 1000,
         tampered_label: int = TAMPERED,
         real_label: int = REAL,
+        confidence_weighting: bool = False,
     ) -> None:
         super().__init__()
         for value, allowed, what in ((aggregation, AGGREGATIONS, "aggregation"), (images, IMAGE_SETS, "images"),
@@ -200,6 +222,9 @@ class Localization(SampleMetric):
             raise UserError(f"localization: bins must be an integer >= 2, got {bins!r}")
         if polarity == "double" and aggregation == "global":
             raise UserError("localization: polarity 'double' is defined per image; use aggregation 'per_image'")
+        if not isinstance(confidence_weighting, bool):
+            raise UserError(f"localization: confidence_weighting must be true or false, got {confidence_weighting!r}")
+        self.confidence_weighting = confidence_weighting
         self.aggregation, self.images, self.polarity, self.bins = aggregation, images, polarity, bins
         self.border = border_radii(border_exclusion)
         self.pred_resize = pred_resize
@@ -222,32 +247,46 @@ class Localization(SampleMetric):
             f"[{k_in}, {k_out}]: pixels within {k_in} px inside / {k_out} px outside the ground-truth boundary ignored")
         resize = ("none (prediction must be at the ground truth's resolution)" if self.pred_resize == "none" else
                   f"{self.pred_resize} (torch interpolate rules, align_corners=False) to the ground truth's size")
-        return {"aggregation": self.aggregation, "threshold": thr, "positive_if": "p > threshold",
-                "images": self.images, "polarity": polarity, "border_exclusion": border, "pred_resize": resize,
-                "auc": f"binned, {self.bins} bins",
-                "tampered_label": self.tampered_label, "real_label": self.real_label,
-                "empty_gt_and_pred": "F1 = IoU = 1", "auc_single_class_image": "excluded"}
+        out: dict[str, Any] = {
+            "aggregation": self.aggregation, "threshold": thr, "positive_if": "p > threshold",
+            "images": self.images, "polarity": polarity, "border_exclusion": border, "pred_resize": resize,
+            "auc": f"binned, {self.bins} bins",
+            "tampered_label": self.tampered_label, "real_label": self.real_label,
+            "empty_gt_and_pred": "F1 = IoU = 1", "auc_single_class_image": "excluded"}
+        if self.confidence_weighting:  # only when on: unweighted results keep their conventions
+            out["confidence_weighting"] = (
+                "each pixel weighs its stored confidence c in [0, 1] (8-bit, c/255), resized and border-excluded "
+                "as the prediction; counts and AUC histograms are sums of c; an image whose weights sum to 0 is "
+                "left out (n_zero_confidence); not comparable with unweighted scores")
+        return out
 
     def _row_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         if self.aggregation == "per_image":
             return {"auc": ((), np.float64), "f1": ((), np.float64), "iou": ((), np.float64)}
+        if self.confidence_weighting:
+            return {"counts": ((4,), np.float64), "hist": ((2, self.bins), np.float64)}
         return {"counts": ((4,), np.int64), "hist": ((2, self.bins), np.int32)}
 
     @property
     def needs_pixels(self) -> bool:
-        """True when a convention (border exclusion, prediction resizing) needs the masks' pixels:
-        such a metric is fed with :meth:`update`, never with :meth:`update_stats`."""
-        return self.border != (0, 0) or self.pred_resize != "none"
+        """True when a convention (border exclusion, prediction resizing, confidence weighting)
+        needs the masks' pixels: such a metric is fed with :meth:`update`, never with
+        :meth:`update_stats`."""
+        return self.border != (0, 0) or self.pred_resize != "none" or self.confidence_weighting
 
     def _merge_extra(self, other: SampleMetric) -> None:
         self._n_skipped += getattr(other, "_n_skipped", 0)
 
-    def update(self, gt_masks: Any, pred_masks: Any, labels: Any, sample_ids: Any = None) -> None:
+    def update(self, gt_masks: Any, pred_masks: Any, labels: Any, sample_ids: Any = None,
+               confidences: Any = None) -> None:
         labels = np.asarray(labels).ravel()
         if not len(gt_masks) == len(pred_masks) == len(labels):
             raise UserError(
                 f"localization: got {len(gt_masks)} masks, {len(pred_masks)} predictions, {len(labels)} labels"
             )
+        if self.confidence_weighting and (confidences is None or len(confidences) != len(labels)):
+            raise UserError("localization: confidence_weighting needs one confidence map per prediction "
+                            f"(got {'none' if confidences is None else len(confidences)} for {len(labels)})")
         ids = None if sample_ids is None else list(sample_ids)
         counted = {"tampered": (self.tampered_label,), "tampered_and_real": (self.tampered_label, self.real_label)}
         rows: list[dict[str, np.ndarray]] = []
@@ -256,7 +295,8 @@ class Localization(SampleMetric):
             if int(label) not in counted[self.images]:
                 self._n_skipped += 1
                 continue
-            rows.append(self._image_row(i, gt, pred, int(label)))
+            conf = confidences[i] if self.confidence_weighting else None
+            rows.append(self._image_row(i, gt, pred, int(label), conf))
             if ids is not None:
                 kept_ids.append(ids[i])
         if rows:
@@ -269,8 +309,8 @@ class Localization(SampleMetric):
         if len(stats) != len(labels):
             raise UserError(f"localization: got {len(stats)} mask statistics for {len(labels)} labels")
         if self.needs_pixels:
-            raise UserError("localization: border_exclusion and pred_resize need the pixel masks, not the per-image "
-                            "statistics (score from a store with store_masks: full)")
+            raise UserError("localization: border_exclusion, pred_resize and confidence_weighting need the pixel "
+                            "masks, not the per-image statistics (score from a store with store_masks: full)")
         ids = None if sample_ids is None else list(sample_ids)
         counted = {"tampered": (self.tampered_label,), "tampered_and_real": (self.tampered_label, self.real_label)}
         rows: list[dict[str, np.ndarray]] = []
@@ -290,10 +330,18 @@ class Localization(SampleMetric):
             batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
             self._append(batch, kept_ids if ids is not None else None)
 
-    def _image_row(self, i: int, gt: Any, pred: Any, label: int) -> dict[str, np.ndarray]:
+    def _image_row(self, i: int, gt: Any, pred: Any, label: int, conf: Any = None) -> dict[str, np.ndarray]:
         if pred is None:
             raise UserError(f"localization: image {i} has no predicted mask")
         p = np.asarray(pred, dtype=np.float64)
+        c = None
+        if self.confidence_weighting:
+            c = None if conf is None else np.asarray(conf, dtype=np.float64)
+            if c is None or c.shape != p.shape:
+                raise UserError(f"localization: image {i}: confidence_weighting needs a confidence map of the "
+                                f"prediction's shape {p.shape}, got {None if c is None else c.shape}")
+            if not np.all(np.isfinite(c)) or c.size and (c.min() < 0 or c.max() > 1):
+                raise UserError(f"localization: image {i}: the confidence map must be finite values in [0, 1]")
         if gt is None:
             if label != self.real_label:
                 raise UserError(f"localization: tampered image {i} has no ground-truth mask")
@@ -301,6 +349,7 @@ class Localization(SampleMetric):
         g = np.asarray(gt).astype(bool)
         if self.pred_resize != "none" and g.ndim == 2 and p.ndim == 2 and min(p.shape) > 0:
             p = resize_prob(p, g.shape, self.pred_resize)
+            c = resize_prob(c, g.shape, self.pred_resize) if c is not None else None
         if g.shape != p.shape or g.ndim != 2:
             raise UserError(f"localization: image {i}: mask shape {g.shape} != prediction shape {p.shape} (H, W); "
                             "set the metric parameter pred_resize: bilinear or nearest to resize predictions")
@@ -309,7 +358,12 @@ class Localization(SampleMetric):
         if self.border != (0, 0):
             keep = border_keep(g, *self.border)
             g, p = g[keep], p[keep]
-        return self._row_from(lambda q: pixel_histograms(g, q, self.bins), lambda q, t: threshold_counts(g, q, t), p)
+            c = c[keep] if c is not None else None
+        row = self._row_from(lambda q: pixel_histograms(g, q, self.bins, c),
+                             lambda q, t: threshold_counts(g, q, t, c), p)
+        if c is not None and not c.sum() and self.aggregation == "per_image":
+            row = {k: np.float64(np.nan) for k in row}  # no weight: nothing to score (n_zero_confidence)
+        return row
 
     def _row_from(self, hist_of: Callable[[np.ndarray], np.ndarray],
                   counts_of: Callable[[np.ndarray, float], np.ndarray], p: np.ndarray) -> dict[str, np.ndarray]:
@@ -318,8 +372,9 @@ class Localization(SampleMetric):
         if self.polarity == "reverse":
             p = 1.0 - p
         if self.aggregation == "global":
+            dtype = np.float64 if self.confidence_weighting else np.int32
             return {"counts": counts_of(p, float(self.threshold)) if self.threshold != "best"
-                    else np.zeros(4, np.int64), "hist": hist_of(p).astype(np.int32)}
+                    else np.zeros(4, np.int64), "hist": hist_of(p).astype(dtype)}
         scores = [self._image_scores(hist_of, counts_of, p)]
         if self.polarity == "double":
             scores.append(self._image_scores(hist_of, counts_of, 1.0 - p))
@@ -364,21 +419,33 @@ class Localization(SampleMetric):
             return [self._per_image(table, w) for w in weights]
         hists = (weights.astype(np.float64) @ table["hist"]).reshape(len(weights), 2, self.bins)
         counts = weights @ table["counts"]
-        return [self._global(h, c, float(w.sum())) for h, c, w in zip(hists, counts, weights)]
+        out = [self._global(h, c, float(w.sum())) for h, c, w in zip(hists, counts, weights)]
+        if self.confidence_weighting:
+            empty = table["hist"].sum(axis=1) == 0
+            for o, h, w in zip(out, hists, weights):
+                o["n_zero_confidence"] = float(w[empty].sum())
+                if not h.sum():
+                    o.update(pixel_auc=float("nan"), pixel_f1=float("nan"), pixel_iou=float("nan"))
+        return out
 
     def _per_image(self, table: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
         n = float(w.sum())
         nan = float("nan")
         auc_ok = np.isfinite(table["auc"]) & (w > 0)
         w_auc = w[auc_ok]
-        return {
+        scored = np.isfinite(table["f1"])  # always, unless confidence_weighting left an image out
+        w_f1 = w * scored
+        out = {
             "pixel_auc": float(np.average(table["auc"][auc_ok], weights=w_auc)) if w_auc.sum() else nan,
-            "pixel_f1": float(np.average(table["f1"], weights=w)) if n else nan,
-            "pixel_iou": float(np.average(table["iou"], weights=w)) if n else nan,
-            "n_auc_excluded": float(w[~np.isfinite(table["auc"])].sum()),
+            "pixel_f1": float(np.average(table["f1"][scored], weights=w_f1[scored])) if w_f1.sum() else nan,
+            "pixel_iou": float(np.average(table["iou"][scored], weights=w_f1[scored])) if w_f1.sum() else nan,
+            "n_auc_excluded": float(w[~np.isfinite(table["auc"]) & scored].sum()),
             "n_images": n,
             "n_skipped": float(self._n_skipped),
         }
+        if self.confidence_weighting:
+            out["n_zero_confidence"] = float(w[~scored].sum())
+        return out
 
     def _global(self, hist: np.ndarray, counts: np.ndarray, n: float) -> dict[str, float]:
         nan = float("nan")

@@ -17,4 +17,5 @@ PLUGINS: dict[str, str] = {
     "trufor": "baselines.trufor:TruFor",
     "lgrad": "baselines.lgrad:LGrad",
     "lnp": "baselines.lnp:LNP",
+    "antifakeprompt": "baselines.antifakeprompt:AntifakePrompt",
 }

@@ -55,7 +55,7 @@ from torch import nn
 from baselines.hrnet import HRNet, HRNetConfig, StageSpec
 from bench.checkpoint import load_raw, load_strict, pick, strip_prefix
 from bench.errors import UserError
-from bench.model import Capability, Detector, DetectorOutput, InputPolicy
+from bench.model import Capability, Detector, DetectorOutput, InputPolicy, TrainOptions
 from bench.types import LabelSpace
 
 HEADS = ("api", "loc")
@@ -433,6 +433,11 @@ class HiFiNet(Detector):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "iteration": self.iteration}
+
+    def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
+        """Refused: no official (or published non-official) recipe exists for these networks."""
+        raise UserError("hifi_net has no official training recipe (CHELSEA234/HiFi_IFDL releases no training "
+                        "script for these networks) and none is offered here; see docs/localizers.md")
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """RGB uint8 (H, W, 3) → float32 (3, S, S) in [0, 1]: PIL bicubic resize to S×S, /255."""

@@ -28,14 +28,21 @@ Inference policy (official ``inference.py`` + ``common/tools.py`` + ``common/tra
 Deviations: fp32 instead of apex amp O1 (fp16); masks stay float probabilities (the official code
 writes 8-bit PNGs, truncating ``p · 255``). The FCN baseline (``models/resfcn.py``) is not included.
 
-Weights (``--weights PATH``): the official ``mvssnet_casia.pt`` or a DEFACTO MVSS-Net file
-(Google Drive / Baidu links in the official README): a raw state dict, loaded strictly
-(a DataParallel ``module.`` prefix is removed). Training: the official repository has no training
-code (issues #5, #24, #32); see docs/localizers.md.
+Weights (``--weights PATH``), each loaded strictly (a DataParallel ``module.`` prefix is removed):
+- the official ``mvssnet_casia.pt`` or a DEFACTO MVSS-Net file (Google Drive / Baidu links in the
+  official README): a raw state dict;
+- our format (a directory with ``model.safetensors`` + ``config.json``, from ``sida-bench train``);
+- torchvision's ImageNet ``resnet50-19c8e357.pth``: a training initialisation, loaded into both
+  ResNet-50 streams (the rest stays random), as IMDLBenCo's ``MVSSNet.__init__`` does.
+
+Training: the official repository has no training code (issues #5, #24, #32). ``fit`` runs
+IMDLBenCo's published MVSS-Net recipe, a labelled **non-official** recipe
+(:mod:`baselines.mvss_training`; docs/localizers.md).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +56,12 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from baselines.common import IMAGENET_MEAN, IMAGENET_STD, init_resnet_
-from bench.checkpoint import load_raw, load_strict, strip_prefix
+from bench.checkpoint import is_our_checkpoint, load_checkpoint, load_raw, load_strict, save_checkpoint, strip_prefix
 from bench.errors import UserError
-from bench.model import Capability, Detector, DetectorOutput, InputPolicy
+from bench.model import Capability, Detector, DetectorOutput, InputPolicy, TrainOptions
 from bench.types import LabelSpace
+
+log = logging.getLogger(__name__)
 
 SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
@@ -166,7 +175,10 @@ class BayarConv2d(nn.Module):
 
     ``kernel`` has the official shape (in, out, k² − 1). The official ``bayarConstraint`` also
     writes the normalised taps back into ``kernel`` at every call (idempotent after the first);
-    this one computes the same kernel without mutating the parameter.
+    this one computes the same kernel without mutating the parameter. Training calls
+    :meth:`project_` before each forward (the official write-back), and the sum is treated as a
+    constant in :meth:`weight`, so the gradient reaching ``kernel`` is the official one (that of
+    the normalised taps themselves: a projected gradient step).
     """
 
     def __init__(self, cin: int = 1, cout: int = 3, kernel_size: int = 5, padding: int = 2) -> None:
@@ -174,8 +186,13 @@ class BayarConv2d(nn.Module):
         self.cin, self.cout, self.k, self.padding = cin, cout, kernel_size, padding
         self.kernel = nn.Parameter(torch.rand(cin, cout, kernel_size**2 - 1))
 
+    @torch.no_grad()
+    def project_(self) -> None:
+        """The official in-place write-back: ``kernel ← kernel / sum(kernel)`` per filter."""
+        self.kernel.div_(self.kernel.sum(dim=2, keepdim=True))
+
     def weight(self) -> torch.Tensor:
-        taps = self.kernel / self.kernel.sum(dim=2, keepdim=True)
+        taps = self.kernel / self.kernel.sum(dim=2, keepdim=True).detach()
         ctr = self.k**2 // 2
         minus1 = -torch.ones(self.cin, self.cout, 1, dtype=taps.dtype, device=taps.device)
         full = torch.cat([taps[:, :, :ctr], minus1, taps[:, :, ctr:]], dim=2)
@@ -295,20 +312,58 @@ class MVSSNet(Detector):
     weights_help = (
         "The official MVSS-Net weights (ckpt/mvssnet_casia.pt, or the DEFACTO MVSS-Net file) are linked "
         "(Google Drive / Baidu) from the README of https://github.com/dong03/MVSS-Net; pass the file as "
-        "--weights. Nothing is downloaded at run time (docs/localizers.md)."
+        "--weights. To train (sida-bench train), torchvision's ImageNet resnet50-19c8e357.pth initialises both "
+        "ResNet-50 streams. Nothing is downloaded at run time (docs/localizers.md)."
     )
 
     def build(self, config: MVSSConfig, **unknown: Any) -> None:
         if unknown:
             raise UserError(f"Unknown option(s) for mvss_net: {', '.join(sorted(unknown))}; it has none")
         self.net = MVSSNetwork(config)
+        self.weights_format = "random"
 
     def load_weights(self, path: Path) -> None:
+        if is_our_checkpoint(path):
+            state, saved = load_checkpoint(path)
+            if saved.get("model") not in (None, self.name):
+                raise UserError(f"{path} holds a {saved.get('model')!r} checkpoint, not {self.name!r}")
+            load_strict(self.net, state, path)
+            self.weights_format = "safetensors"
+            return
         if path.is_dir():
-            raise UserError(f"{path} is a directory; mvss_net expects the official file (mvssnet_casia.pt). "
-                            f"{self.weights_help}")
-        raw = load_raw(path, allow_pickle=self.allow_pickle)
-        load_strict(self.net, official_state(raw, path), path)
+            raise UserError(f"{path} is a directory; mvss_net expects the official file (mvssnet_casia.pt) or a "
+                            f"folder with model.safetensors from sida-bench train. {self.weights_help}")
+        state = official_state(load_raw(path, allow_pickle=self.allow_pickle), path)
+        if is_imagenet_resnet(state):
+            for stream in (self.net.model, self.net.noise_extractor.model):
+                load_strict(stream, state, path)
+            log.warning("%s: loaded the ImageNet ResNet-50 into both streams; the edge branch, Bayar "
+                        "convolution and DANet head are randomly initialised (a training start)", path)
+            self.weights_format = "imagenet_resnet50"
+            return
+        load_strict(self.net, state, path)
+        self.weights_format = "official"
+
+    def save(self, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+        """Our format (``model.safetensors`` + ``config.json``; the official key names) into ``out_dir``."""
+        return save_checkpoint(out_dir, self.net.state_dict(), {"model": self.name, "config": self.config_name,
+                                                                **(extra or {})})
+
+    def reinitialise(self, seed: int) -> None:
+        """Fresh random weights drawn from ``seed`` (training from scratch is then seeded)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = MVSSNetwork(self.config).to(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "weights_format": self.weights_format}
+
+    def fit(self, train: Any, val: Any, options: TrainOptions) -> dict[str, Any]:
+        """IMDLBenCo's MVSS-Net recipe (**non-official**; :data:`baselines.mvss_training.RECIPES` per
+        configuration), selection on ``val``."""
+        from baselines.mvss_training import RECIPES, MVSSRecipe, train_mvss
+
+        return train_mvss(self, train, val, options, RECIPES.get(self.config_name, MVSSRecipe()))
 
     # ------------------------------------------------------------------ inference
     @property
@@ -339,6 +394,11 @@ class MVSSNet(Detector):
         mask = torch.sigmoid(seg.float())[:, 0]
         score = mask.flatten(1).max(dim=1).values
         return DetectorOutput(probs=torch.stack([1.0 - score, score], dim=1), mask=mask)
+
+
+def is_imagenet_resnet(state: Mapping[str, torch.Tensor]) -> bool:
+    """A torchvision ResNet state dict: ``conv1.weight`` and ``fc.weight`` at the top, no ``model.`` prefix."""
+    return "conv1.weight" in state and "fc.weight" in state and not any(k.startswith("model.") for k in state)
 
 
 def official_state(raw: Any, source: Path) -> dict[str, torch.Tensor]:

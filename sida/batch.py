@@ -27,11 +27,12 @@ IGNORE_INDEX = -100
 class SpecialTokenIds:
     """Ids of SIDA's added tokens in the checkpoint's tokenizer (never hard-coded).
 
-    ``cls`` is the paper's <DET> (``[CLS]`` in the code), ``seg`` is <SEG> (``[SEG]``), ``end``
-    closes a description (``[END]``, description stage only; None when absent).
+    ``cls`` is the paper's <DET> (``[CLS]`` in the code; None for LISA, which has no such token),
+    ``seg`` is <SEG> (``[SEG]``), ``end`` closes a description (``[END]``, description stage only;
+    None when absent).
     """
 
-    cls: int
+    cls: int | None
     seg: int
     im_start: int
     im_end: int
@@ -101,8 +102,9 @@ class SidaOutput:
 
     Attributes:
         cls_logits: (B, 3) detection logits from the state one position before each sample's
-            LAST ``[CLS]`` (NaN rows for samples without ``[CLS]``; ``has_cls`` says which).
-        has_cls: (B,) bool.
+            LAST ``[CLS]`` (NaN rows for samples without ``[CLS]``; ``has_cls`` says which);
+            (B, 0) for a LISA configuration (no detection head).
+        has_cls: (B,) bool (all False for LISA).
         pred_masks: per sample, (n_seg_i, H_i, W_i) mask LOGITS at ``mask_sizes[i]``
             (n_seg_i = 0 when the sample has no ``[SEG]`` or masks were not requested).
         seg_embeddings: per sample, (n_seg_i, 256) prompt embeddings after the det→seg

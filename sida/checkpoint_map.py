@@ -31,6 +31,11 @@ parts ignored); SAM from
 ``sam_vit_h_4b8939.pth`` (``image_encoder.*`` etc. → ``visual_model.*``) when the checkpoint has
 no ``model.visual_model.*`` keys. Loads are strict; the model is built without allocating
 parameters (``accelerate.init_empty_weights``) and filled with ``assign=True``.
+
+LISA's released folders (``xinlai/LISA-7B-v1``; :class:`~sida.config.LisaConfig`) have the same
+layout without ``model.cls_head.*``, ``model.sida_fc1.*`` and ``model.attention_layer.*``; the tensor
+names are checked against the model's keys before any weight is read, so either layout given to the
+other model is refused in one line naming the bad keys (with a hint to the right ``--model``).
 """
 
 from __future__ import annotations
@@ -239,7 +244,11 @@ def empty_model(config: SidaConfig, tokens: SpecialTokenIds, vocab_size: int) ->
 
 def estimate_memory(config: SidaConfig, vocab_size: int, dtype: str) -> MemoryEstimate:
     """Count parameters without allocating them."""
-    model = empty_model(config, SpecialTokenIds(0, 0, 0, 0, 0, 0), vocab_size)
+    return model_memory(empty_model(config, SpecialTokenIds(0, 0, 0, 0, 0, 0), vocab_size), dtype)
+
+
+def model_memory(model: SidaModel, dtype: str) -> MemoryEstimate:
+    """Parameter counts of a (possibly meta-device) model per part."""
     groups = {"LLaMA": "lm.", "CLIP": "vision_tower.", "SAM": "visual_model."}
     parts = {name: 0 for name in (*groups, "heads+projector")}
     for name, p in model.named_parameters():
@@ -249,6 +258,27 @@ def estimate_memory(config: SidaConfig, vocab_size: int, dtype: str) -> MemoryEs
 
 
 # ---------------------------------------------------------------------- load / save
+HEAD_PREFIXES = ("cls_head.", "sida_fc1.", "attention_layer.")
+"""SidaModel parts that SIDA has and LISA lacks (with the [CLS] token)."""
+
+
+def _mismatch(model: SidaModel, source: Path | str, missing: list[str], unexpected: list[str],
+              shapes: list[str]) -> UserError | None:
+    """One line naming the sorted bad keys (six per kind), or None when there are none."""
+    if not (missing or unexpected or shapes):
+        return None
+    parts = [f"{label}: {', '.join(keys[:6])}" + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+    message = f"{source} does not match {model.config.family} ({model.config.base}): " + "; ".join(parts)
+    bad = missing or unexpected  # a hint only when the bad keys are exactly the detection parts on one side
+    heads_only = all(k.startswith(HEAD_PREFIXES) for k in bad)
+    if heads_only and not shapes and not (missing and unexpected) and \
+            {p for k in bad for p in HEAD_PREFIXES if k.startswith(p)} == set(HEAD_PREFIXES):
+        other = "LISA" if missing else "SIDA"
+        message += f" (the layout of a {other} checkpoint: use --model {other.lower()})"
+    return UserError(message)
+
+
 def assign_strict(model: SidaModel, state: dict[str, torch.Tensor], source: Path | str) -> None:
     """Strict load by assignment: every key present, no extra key, equal shapes."""
     own = model.state_dict()
@@ -256,11 +286,22 @@ def assign_strict(model: SidaModel, state: dict[str, torch.Tensor], source: Path
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(state)
                     if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        parts = [f"{label}: {', '.join(keys[:6])}" + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
-        raise UserError(f"{source} does not match SIDA ({model.config.base}): " + "; ".join(parts))
+    error = _mismatch(model, source, missing, unexpected, shapes)
+    if error is not None:
+        raise error
     model.load_state_dict(state, strict=True, assign=True)
+
+
+def check_tensor_names(model: SidaModel, names: set[str], folder: Path, *, tower_separate: bool,
+                       sam_separate: bool) -> None:
+    """The official tensor names of a folder against ``model``'s keys, before any weight is read
+    (the CLIP tower and SAM parts are left out when they come from their own files)."""
+    given = {from_official_key(k) for k in names if not k.endswith(DROPPED_SUFFIXES)}
+    own = {k for k in model.state_dict() if not (tower_separate and k.startswith("vision_tower."))
+           and not (sam_separate and k.startswith("visual_model."))}
+    error = _mismatch(model, folder, sorted(own - given), sorted(given - own), [])
+    if error is not None:
+        raise error
 
 
 SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
@@ -327,8 +368,9 @@ def plan_official_load(
     sam_checkpoint: Path | None = None, allow_pickle: bool = False,
 ) -> OfficialPlan:
     """Every cheap check of an official folder before its weights are read (for 13B, ~27 GB): config.json,
-    tokenizer files, weight shards, the tensor names (CLIP tower and SAM present or given), the tower's own
-    config, the SAM file's keys, and the memory estimate from the real sizes."""
+    tokenizer files, weight shards, the tensor names (CLIP tower and SAM present or given; every other
+    name must be one of the model's keys, so a SIDA folder given to LISA or the reverse fails here), the
+    tower's own config, the SAM file's keys, and the memory estimate from the real sizes."""
     folder = Path(folder)
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
@@ -353,7 +395,9 @@ def plan_official_load(
         config = replace(config, clip=check_clip_tower(tower, config.clip))
     has_sam = any(k.startswith("model.visual_model.") for k in names)
     sam = None if has_sam else check_sam(sam_checkpoint, folder, allow_pickle)
-    estimate = estimate_memory(config, config.llm.vocab_size, dtype)
+    model = empty_model(config, SpecialTokenIds(0, 0, 0, 0, 0, 0), config.llm.vocab_size)
+    check_tensor_names(model, names, folder, tower_separate=tower is not None, sam_separate=sam is not None)
+    estimate = model_memory(model, dtype)
     return OfficialPlan(folder, hf, config, files, tower, sam, estimate)
 
 
@@ -378,7 +422,7 @@ def load_official(
     The cheap checks of :func:`plan_official_load` run first (pass ``plan`` when already made)."""
     plan = plan or plan_official_load(folder, base, dtype=dtype, vision_tower=vision_tower,
                                       sam_checkpoint=sam_checkpoint, allow_pickle=allow_pickle)
-    print(f"sida: loading {plan.folder}: {plan.estimate}", file=sys.stderr)
+    print(f"{base.family.lower()}: loading {plan.folder}: {plan.estimate}", file=sys.stderr)
     warning = memory_warning(plan.estimate)
     if warning:
         print(warning, file=sys.stderr)
@@ -403,7 +447,7 @@ def hf_config(model: SidaModel, vision_tower: str) -> dict[str, object]:
     """The config.json fields the official layout carries (LLaVA-LLaMA + SIDA)."""
     c = model.config
     return {
-        "architectures": ["SIDAForCausalLM"], "model_type": "llava",
+        "architectures": [f"{c.family}ForCausalLM"], "model_type": "llava",
         "hidden_size": c.llm.hidden_size, "intermediate_size": c.llm.intermediate_size,
         "num_hidden_layers": c.llm.num_layers, "num_attention_heads": c.llm.num_heads,
         "max_position_embeddings": c.llm.max_position_embeddings, "rms_norm_eps": c.llm.rms_norm_eps,

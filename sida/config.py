@@ -13,11 +13,15 @@ Ablation switches (paper Table 6 and the paper-vs-code difference of §1 of the 
   ([SEG] embeddings go to SAM unchanged).
 - ``fc_input``: ``"logits"`` (official ``sida_fc1 = Linear(3, 256)`` on the detection logits) or
   ``"hidden"`` (the paper's reading: ``Linear(H, 256)`` on the <DET> hidden state).
+
+``LISA_CONFIGS`` (:class:`LisaConfig`, the ``lisa`` plugin) are the same sizes without the
+detection parts (``has_detection_head`` False, no [CLS] token).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from sida.losses import PRESET_NAMES
 
@@ -120,6 +124,8 @@ class SidaConfig:
     max_new_tokens: int = 128
     base: str = "SIDA-7B (LISA-7B-v1 = LLaVA-7B v1 + SAM ViT-H)"
     dct_patch_gains: tuple[float, float] | None = None  # tiny only: (low, high) gains, see sida.fixed_embedding
+    family: ClassVar[str] = "SIDA"
+    has_detection_head: ClassVar[bool] = True  # [CLS] token, cls_head, sida_fc1, attention_layer
 
     def __post_init__(self) -> None:
         if self.attention not in ("official", "fc", "none"):
@@ -158,3 +164,36 @@ TINY = SidaConfig(
 )
 
 CONFIGS: dict[str, SidaConfig] = {"default": DEFAULT, "13b": SIDA_13B, "tiny": TINY}
+
+
+@dataclass(frozen=True)
+class LisaConfig(SidaConfig):
+    """LISA (Lai et al., CVPR 2024): SIDA's network without the [CLS] token, the detection head,
+    ``sida_fc1`` and the det→seg attention. The [SEG] state goes through ``text_hidden_fcs``
+    straight to SAM's prompt encoder (``attention`` is always ``"none"``). The loss preset is
+    ``paper`` (bce 2.0, dice 0.5: LISA's ``train_ds.py`` defaults); LISA trains no detection loss."""
+
+    attention: str = "none"
+    loss_preset: str = "paper"
+    base: str = "LISA-7B-v1 (LLaVA-7B v1 + SAM ViT-H)"
+    family: ClassVar[str] = "LISA"
+    has_detection_head: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attention != "none":
+            raise ValueError(f"LISA has no det→seg attention: attention must be 'none', got {self.attention!r}")
+
+
+def lisa_of(config: SidaConfig, base: str) -> LisaConfig:
+    """The LISA configuration with ``config``'s component sizes (SIDA is fine-tuned from LISA)."""
+    return LisaConfig(clip=config.clip, llm=config.llm, sam=config.sam, lora=config.lora,
+                      max_new_tokens=config.max_new_tokens, dct_patch_gains=config.dct_patch_gains, base=base)
+
+
+LISA_CONFIGS: dict[str, LisaConfig] = {
+    "default": lisa_of(DEFAULT, "LISA-7B-v1 (LLaVA-7B v1 + SAM ViT-H)"),
+    "13b": lisa_of(SIDA_13B, "LISA-13B-llama2-v1 (LLaVA LLaMA-2-13B + SAM ViT-H)"),
+    "tiny": lisa_of(TINY, TINY.base),
+}
+"""LISA configurations: ``default`` (LISA-7B-v1, Table 3), ``13b`` (LISA-13B-llama2-v1), ``tiny``."""

@@ -125,13 +125,14 @@ class SidaDetector(Detector):
     def ensure_model(self) -> SidaModel:
         """The network; without weights it is built on first use with seeded random weights and the tiny tokenizer."""
         if self.net is None:
-            tokenizer = build_tiny_tokenizer(description=self.config.description)
+            cls = self.config.has_detection_head  # LISA's tokenizer has no [CLS]
+            tokenizer = build_tiny_tokenizer(description=self.config.description, cls=cls)
             estimate = estimate_memory(self.config, len(tokenizer), self.dtype_name)
             if estimate.total > 1e8:
-                print(f"sida: building random {self.config_name}: {estimate}", file=sys.stderr)
+                print(f"{self.name}: building random {self.config_name}: {estimate}", file=sys.stderr)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # random weights are the same on every build
-                net = SidaModel(self.config, special_token_ids(tokenizer), len(tokenizer))
+                net = SidaModel(self.config, special_token_ids(tokenizer, cls=cls), len(tokenizer))
             self._install(net, tokenizer)
         return self.net  # type: ignore[return-value]
 
@@ -141,11 +142,13 @@ class SidaDetector(Detector):
             self._load_ours(path)
             return
         if not path.is_dir():
-            raise UserError(f"SIDA weights must be a checkpoint folder, got the file {path}. {self.weights_help}")
+            raise UserError(f"{self.config.family} weights must be a checkpoint folder, got the file {path}. "
+                            f"{self.weights_help}")
         plan = plan_official_load(path, self.config, dtype=self.dtype_name, vision_tower=self.vision_tower,
                                   sam_checkpoint=self.sam_checkpoint, allow_pickle=self.allow_pickle)
-        tokenizer = load_tokenizer(path, description=self.config.description)
-        net = load_official(path, self.config, special_token_ids(tokenizer), dtype=self.dtype_name,
+        cls = self.config.has_detection_head
+        tokenizer = load_tokenizer(path, description=self.config.description, cls=cls)
+        net = load_official(path, self.config, special_token_ids(tokenizer, cls=cls), dtype=self.dtype_name,
                             allow_pickle=self.allow_pickle, plan=plan)
         self._install(net, tokenizer)
 
@@ -156,11 +159,11 @@ class SidaDetector(Detector):
             self.text_mode = self._text_mode(self.config)
         folder = path if path.is_dir() else path.parent
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()
-        description = self.config.description
-        tokenizer = (load_tokenizer(folder, description=description) if has_tokenizer
-                     else build_tiny_tokenizer(description=description))
+        description, cls = self.config.description, self.config.has_detection_head
+        tokenizer = (load_tokenizer(folder, description=description, cls=cls) if has_tokenizer
+                     else build_tiny_tokenizer(description=description, cls=cls))
         vocab = state["lm.model.embed_tokens.weight"].shape[0] if "lm.model.embed_tokens.weight" in state else len(tokenizer)
-        net = SidaModel(self.config, special_token_ids(tokenizer), vocab)
+        net = SidaModel(self.config, special_token_ids(tokenizer, cls=cls), vocab)
         if any("lora_" in k for k in state):
             net.add_lora()
         assign_strict(net, {k: v.to(self.dtype).clone() if v.is_floating_point() else v for k, v in state.items()}, path)

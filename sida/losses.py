@@ -7,6 +7,7 @@
   (masks of different samples may have different sizes).
 - :func:`combine_losses`: ``mask = bce_w·bce + dice_w·dice``;
   ``loss = ce_w·lm + mask_w·mask + cls_w·cls`` (stage 1 has no LM term).
+- :func:`combine_mask_losses`: LISA trained here: ``mask_w·mask`` over every image (no cls, no LM term).
 Mask logits and targets are (n, H, W); targets are soft in [0, 1] (official: not thresholded).
 """
 
@@ -141,3 +142,18 @@ def combine_losses(
     return LossTerms(
         total=total, cls=cls.detach(), mask=mask.detach(), bce=bce.detach(), dice=dice.detach(), lm=lm.detach()
     )
+
+
+def combine_mask_losses(
+    weights: LossWeights, pred_masks: list[torch.Tensor], gt_masks: list[torch.Tensor] | None
+) -> LossTerms:
+    """LISA's mask loss without its LM term: ``mask_w·(bce_w·BCE + dice_w·DICE)`` over every sample's
+    (n_i, H_i, W_i) mask logits and targets (a real image's target is all zero); no detection loss."""
+    if gt_masks is None:
+        raise ValueError("pred_masks given without gt_masks")
+    raw_bce, raw_dice = mask_losses(pred_masks, gt_masks)
+    bce, dice = weights.bce * raw_bce, weights.dice * raw_dice
+    mask = bce + dice
+    zero = mask.new_zeros(())
+    return LossTerms(total=weights.mask * mask, cls=zero, mask=mask.detach(), bce=bce.detach(), dice=dice.detach(),
+                     lm=zero)

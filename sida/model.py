@@ -16,6 +16,10 @@ SIDA heads:
   softmax weight is 1, so the output is ``out_proj(v_proj(seg))`` whatever the query: the
   detection result cannot change the mask (measured on the official code, reproduced here).
 
+LISA (:class:`~sida.config.LisaConfig`, ``has_detection_head`` False) is the same network without
+``cls_head``, ``sida_fc1`` and ``attention_layer`` and without [CLS]: ``text_hidden_fcs`` of the
+[SEG] state is SAM's sparse prompt as it is (LISA ``model/LISA.py``).
+
 Hidden-state rule (LISA's offset rule): the state used for a token t ([CLS] or [SEG]) is the
 LAST-layer state one position BEFORE t in the sequence in which the 256 image features replace
 ``<image>``.
@@ -122,12 +126,13 @@ class SidaModel(nn.Module):
         self.text_hidden_fcs = nn.ModuleList(
             [nn.Sequential(nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, out_dim), nn.Dropout(0.0))]
         )
-        self.cls_head = nn.ModuleList(
-            [nn.Sequential(nn.Linear(h, h // 2), nn.ReLU(), nn.Dropout(0.0), nn.Linear(h // 2, config.num_classes))]
-        )
-        fc_in = config.num_classes if config.fc_input == "logits" else h
-        self.sida_fc1 = nn.Linear(fc_in, out_dim)
-        self.attention_layer = nn.MultiheadAttention(embed_dim=out_dim, num_heads=8, batch_first=True)
+        if config.has_detection_head:  # LISA (LisaConfig) has none of these three
+            self.cls_head = nn.ModuleList(
+                [nn.Sequential(nn.Linear(h, h // 2), nn.ReLU(), nn.Dropout(0.0), nn.Linear(h // 2, config.num_classes))]
+            )
+            fc_in = config.num_classes if config.fc_input == "logits" else h
+            self.sida_fc1 = nn.Linear(fc_in, out_dim)
+            self.attention_layer = nn.MultiheadAttention(embed_dim=out_dim, num_heads=8, batch_first=True)
         self.lora_enabled = False
         if config.dct_patch_gains is not None:
             set_dct_patch_embeddings(self, *config.dct_patch_gains)
@@ -259,14 +264,19 @@ class SidaModel(nn.Module):
         last = out.hidden_states[-1]
         n_img = self.config.clip.num_patches
         bsz = last.shape[0]
-        cls_pos = token_state_positions(batch.input_ids, self.tokens.cls, n_img)
         seg_pos = token_state_positions(batch.input_ids, self.tokens.seg, n_img)
-        has_cls = torch.tensor([len(p) > 0 for p in cls_pos], device=last.device)
-        idx = torch.stack([p[-1] if len(p) else p.new_zeros(()) for p in cls_pos])
-        cls_hidden = last[torch.arange(bsz, device=last.device), idx.to(last.device)]
-        cls_logits = self.cls_head[0](cls_hidden)
-        cls_logits = torch.where(has_cls[:, None], cls_logits, torch.full_like(cls_logits, float("nan")))
-        query = self.detection_query(torch.nan_to_num(cls_logits), cls_hidden)
+        if self.config.has_detection_head:
+            cls_pos = token_state_positions(batch.input_ids, self.tokens.cls, n_img)  # type: ignore[arg-type]
+            has_cls = torch.tensor([len(p) > 0 for p in cls_pos], device=last.device)
+            idx = torch.stack([p[-1] if len(p) else p.new_zeros(()) for p in cls_pos])
+            cls_hidden = last[torch.arange(bsz, device=last.device), idx.to(last.device)]
+            cls_logits = self.cls_head[0](cls_hidden)
+            cls_logits = torch.where(has_cls[:, None], cls_logits, torch.full_like(cls_logits, float("nan")))
+            query: torch.Tensor | None = self.detection_query(torch.nan_to_num(cls_logits), cls_hidden)
+        else:  # LISA: no [CLS], no detection logits, [SEG] embeddings go to SAM unchanged
+            has_cls = torch.zeros(bsz, dtype=torch.bool, device=last.device)
+            cls_logits = last.new_zeros((bsz, 0))
+            query = None
 
         if callable(mask_for):
             wanted = mask_for(cls_logits.detach())
@@ -279,10 +289,10 @@ class SidaModel(nn.Module):
                 pred_masks.append(last.new_zeros((0, *size)))
                 seg_embeddings.append(last.new_zeros((0, self.config.out_dim)))
                 continue
-            if not bool(has_cls[b]):
+            if query is not None and not bool(has_cls[b]):
                 raise ValueError(f"sample {b} has a [SEG] token but no [CLS] before it")
             seg = self.text_hidden_fcs[0](last[b, seg_pos[b].to(last.device)])
-            enhanced = self.fuse(seg, query[b])
+            enhanced = self.fuse(seg, query[b]) if query is not None else seg
             seg_embeddings.append(enhanced)
             pred_masks.append(self.decode_masks(batch.images_sam[b], enhanced, tuple(batch.resize_sizes[b]), size))
         return SidaOutput(

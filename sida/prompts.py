@@ -41,6 +41,18 @@ QUESTION_DESCRIPTION = (
     "Please mask the tampered regions if it is tampered and answer why."
 )
 CLASS_WORDS = ("real", "full synthetic", "tampered")
+LISA_PROMPT = (
+    "Can you identify if this image is real, fully synthetic, or tampered? "
+    "Please mask the tampered object/part if it is tampered."
+)
+"""The ``lisa`` plugin's default prompt: the SIDA paper's wording of the segmentation question (§3.2)."""
+LISA_ANSWER = f"{SEG_TOKEN}."
+"""LISA's teacher-forced answer in its own evaluation (``utils/dataset.py`` ``ValDataset``)."""
+
+
+def lisa_question(prompt: str) -> str:
+    """``"<image>\n" + prompt``, as LISA's ``chat.py`` puts the image before the user's prompt."""
+    return f"{IMAGE_TOKEN}\n{prompt}"
 
 
 def _check_label(label: int) -> int:

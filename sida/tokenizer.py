@@ -3,6 +3,7 @@
 Official order (``train_SIDA.py``): ``pad = unk``, then ``[CLS]`` (the paper's <DET>), ``[SEG]``,
 then ``<im_start>``/``<im_end>`` as special tokens; the description stage adds ``[END]``.
 Token ids are always read from the tokenizer, never hard-coded (they depend on the base vocabulary).
+LISA (``cls=False`` below) adds ``[SEG]``, ``<im_start>``, ``<im_end>`` only (``train_ds.py``).
 
 Whitespace: the official code ran transformers 4.31's slow LLaMA tokenizer, which strips the
 whitespace around added tokens and gives every text chunk between them sentencepiece's dummy
@@ -162,11 +163,16 @@ def _added(token: str, special: bool) -> AddedToken:
     return AddedToken(token, lstrip=True, rstrip=True, normalized=False, special=special)
 
 
-def add_sida_tokens(tokenizer: PreTrainedTokenizerBase, *, description: bool = False) -> SpecialTokenIds:
-    """Add SIDA's tokens in the official order (those already present are kept) and return their ids."""
+def add_sida_tokens(
+    tokenizer: PreTrainedTokenizerBase, *, description: bool = False, cls: bool = True
+) -> SpecialTokenIds:
+    """Add SIDA's tokens in the official order (those already present are kept) and return their ids.
+
+    ``cls=False``: LISA's tokens (``train_ds.py``: ``[SEG]``, then ``<im_start>``/``<im_end>``; no ``[CLS]``).
+    """
     tokenizer.pad_token = tokenizer.unk_token
     vocab = tokenizer.get_vocab()
-    for token in (CLS_TOKEN, SEG_TOKEN):
+    for token in (CLS_TOKEN, SEG_TOKEN) if cls else (SEG_TOKEN,):
         if token not in vocab:
             tokenizer.add_tokens(_added(token, special=False))
     missing = [t for t in (IM_START_TOKEN, IM_END_TOKEN) if t not in vocab]
@@ -174,19 +180,22 @@ def add_sida_tokens(tokenizer: PreTrainedTokenizerBase, *, description: bool = F
         tokenizer.add_tokens([_added(t, special=True) for t in missing], special_tokens=True)
     if description and END_TOKEN not in vocab:
         tokenizer.add_tokens(_added(END_TOKEN, special=False))
-    return special_token_ids(tokenizer)
+    return special_token_ids(tokenizer, cls=cls)
 
 
-def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:
-    """Ids of SIDA's tokens read from ``tokenizer``; ``end`` is None without ``[END]``."""
+def special_token_ids(tokenizer: PreTrainedTokenizerBase, *, cls: bool = True) -> SpecialTokenIds:
+    """Ids of SIDA's tokens read from ``tokenizer``; ``end`` is None without ``[END]``.
+
+    ``cls=False`` (LISA): ``[CLS]`` is not needed and ``cls`` is None."""
     vocab = tokenizer.get_vocab()
-    missing = [t for t in (CLS_TOKEN, SEG_TOKEN, IM_START_TOKEN, IM_END_TOKEN) if t not in vocab]
+    needed = (CLS_TOKEN, SEG_TOKEN, IM_START_TOKEN, IM_END_TOKEN) if cls else (SEG_TOKEN, IM_START_TOKEN, IM_END_TOKEN)
+    missing = [t for t in needed if t not in vocab]
     if missing:
         raise UserError(f"The tokenizer lacks SIDA's tokens {missing}; was it saved by SIDA training?")
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise UserError("The tokenizer has no pad/eos token (SIDA uses pad = unk and LLaMA's </s>)")
     return SpecialTokenIds(
-        cls=vocab[CLS_TOKEN],
+        cls=vocab[CLS_TOKEN] if cls else None,
         seg=vocab[SEG_TOKEN],
         im_start=vocab[IM_START_TOKEN],
         im_end=vocab[IM_END_TOKEN],
@@ -196,10 +205,12 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:
     )
 
 
-def build_tiny_tokenizer(*, description: bool = False, model_max_length: int = MODEL_MAX_LENGTH) -> LlamaTokenizer:
-    """A fresh tiny LLaMA tokenizer with SIDA's tokens (1,004 ids; 1,005 with ``[END]``)."""
+def build_tiny_tokenizer(*, description: bool = False, cls: bool = True,
+                         model_max_length: int = MODEL_MAX_LENGTH) -> LlamaTokenizer:
+    """A fresh tiny LLaMA tokenizer with SIDA's tokens (1,004 ids; 1,005 with ``[END]``; LISA's
+    ``cls=False``: 1,003)."""
     tokenizer = tokenizer_from_sentencepiece(train_tiny_sentencepiece(), model_max_length=model_max_length)
-    add_sida_tokens(tokenizer, description=description)
+    add_sida_tokens(tokenizer, description=description, cls=cls)
     return tokenizer
 
 
@@ -209,13 +220,14 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
 
 
 def load_tokenizer(
-    path: Path, *, description: bool = False, model_max_length: int = MODEL_MAX_LENGTH
+    path: Path, *, description: bool = False, cls: bool = True, model_max_length: int = MODEL_MAX_LENGTH
 ) -> PreTrainedTokenizerBase:
     """Load a checkpoint's tokenizer directory (local path) and make sure SIDA's tokens are there.
 
     Accepts ``tokenizer.json`` (transformers' fast format) or a sentencepiece ``tokenizer.model``
     plus ``added_tokens.json`` (the layout transformers 4.31 wrote for the released checkpoints).
-    Added tokens keep their saved ids; a checkpoint without ``[CLS]``/``[SEG]`` gets them appended.
+    Added tokens keep their saved ids; a checkpoint without ``[CLS]``/``[SEG]`` gets them appended
+    (``cls=False``, LISA: only ``[SEG]``).
     """
     path = Path(path)
     if (path / "tokenizer.json").is_file():
@@ -233,7 +245,7 @@ def load_tokenizer(
         _restore_added_tokens(tokenizer, path / "added_tokens.json")
     else:
         raise UserError(f"No tokenizer.json or tokenizer.model in {path} (expected a SIDA/LISA checkpoint folder)")
-    add_sida_tokens(tokenizer, description=description)
+    add_sida_tokens(tokenizer, description=description, cls=cls)
     return tokenizer
 
 

@@ -22,6 +22,13 @@
   the ground truth's resolution. ``OUT/best`` is rewritten when accuracy or gIoU improves
   (official rule); ``OUT/last`` + ``trainer_state.pt`` after every epoch for ``--resume``.
   The test split is refused.
+- LISA (``lisa`` plugin, no detection head): stage 1 only, on the tampered images with a mask (the
+  only SID-Set answers with a [SEG]; real and fully synthetic images would add no mask gradient in
+  SIDA's stage 1 either), each teacher-forced with the plugin's prompt and answer
+  (``... ASSISTANT: [SEG].``); loss = mask loss only (``sida.losses.combine_mask_losses``, preset
+  ``paper``: bce 2.0, dice 0.5 as LISA's ``train_ds.py``; LISA's LM term is left out). Validation on
+  every image: gIoU/cIoU, plus ``val_binary_acc`` of the max-pooled mask (p ≥ 0.5 ⇔ not real);
+  ``best`` follows gIoU (LISA's rule).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from bench.progress import make_progress
 from bench.types import TAMPERED
 from sida import prompts
 from sida.batch import SidaBatch
-from sida.losses import LossWeights, combine_losses, loss_preset
+from sida.losses import LossWeights, combine_losses, combine_mask_losses, loss_preset
 from sida.preprocess import preprocess_image
 from sida.sampler import ClassHomogeneousBatchSampler
 from sida.tokenizer import add_sida_tokens, save_tokenizer
@@ -119,7 +126,7 @@ class TrainState:
 class TrainSet:
     """Labels up front, samples decoded on demand (folder datasets) or held in memory (others)."""
 
-    def __init__(self, dataset: Any, stage: int, description_only: bool) -> None:
+    def __init__(self, dataset: Any, stage: int, description_only: bool, tampered_only: bool = False) -> None:
         self.stage = stage
         self.skipped: dict[str, int] = {}
         self._decode: Callable[[int], Any]
@@ -135,6 +142,8 @@ class TrainSet:
         for index, (label, has_mask, description) in enumerate(rows):
             if stage == 1 and label == TAMPERED and not has_mask:
                 self._skip("tampered_without_mask")
+            elif tampered_only and label != TAMPERED:
+                self._skip("not_tampered")
             elif stage == 2 and description_only and not description:
                 self._skip("without_description")
             else:
@@ -173,7 +182,9 @@ def make_train_batch(samples: Sequence[Any], detector: Any, stage: int) -> SidaB
     for sample in samples:
         item = preprocess_image(sample.image, cfg.sam.image_size, cfg.clip.image_size)
         inputs.append(item)
-        if stage == 1:
+        if not cfg.has_detection_head:  # LISA: the same segmentation question for every image
+            conv = prompts.encode_conversation(tokenizer, detector.question, detector.answer)
+        elif stage == 1:
             conv = prompts.encode_conversation(tokenizer, prompts.QUESTION, prompts.detection_answer(sample.label))
         else:
             description = _description(sample.meta)
@@ -198,6 +209,8 @@ def make_train_batch(samples: Sequence[Any], detector: Any, stage: int) -> SidaB
 def batch_loss(net: torch.nn.Module, batch: SidaBatch, weights: LossWeights) -> Any:
     """Forward one batch and combine the losses (:class:`sida.losses.LossTerms`)."""
     out = net(batch)
+    if not net.config.has_detection_head:  # LISA: the (tampered) images' masks, no detection loss
+        return combine_mask_losses(weights, out.pred_masks, batch.masks)
     labels = batch.cls_labels
     tampered = [i for i in range(batch.batch_size) if int(labels[i]) == TAMPERED]
     pred = [out.pred_masks[i] for i in tampered]
@@ -228,8 +241,12 @@ def validate(detector: Any, dataset: Any, batch_size: int, stage: int = 1) -> di
         batch.labels = None
         batch.mask_sizes = [tuple(s.image.shape[:2]) for s in pending]
         out = net(batch.to(detector.device, detector.dtype))
-        pred = out.cls_logits.float().argmax(-1).cpu()
-        correct += int((pred == batch.cls_labels).sum())
+        if net.config.has_detection_head:
+            pred = out.cls_logits.float().argmax(-1).cpu()
+            correct += int((pred == batch.cls_labels).sum())
+        else:  # LISA: binary verdict of the max-pooled mask (LocalizerAsDetector), p >= 0.5 is fake
+            fake = torch.stack([m[0].float().max() >= 0 for m in out.pred_masks]).cpu()
+            correct += int((fake == (batch.cls_labels != 0)).sum())
         total += len(pending)
         for i, sample in enumerate(pending):
             if sample.label == TAMPERED and sample.mask is not None:
@@ -249,8 +266,9 @@ def validate(detector: Any, dataset: Any, batch_size: int, stage: int = 1) -> di
         flush()
     if total == 0:
         raise UserError("The validation split has no decodable images")
+    accuracy = "val_acc" if net.config.has_detection_head else "val_binary_acc"
     return {
-        "val_acc": correct / total, "val_giou": float(np.mean(ious)) if ious else float("nan"),
+        accuracy: correct / total, "val_giou": float(np.mean(ious)) if ious else float("nan"),
         "val_ciou": inter_sum / union_sum if union_sum else float("nan"), "val_images": float(total),
         "val_tampered_with_mask": float(len(ious)),
     }
@@ -264,6 +282,8 @@ def resolve_recipe(detector: Any, options: TrainOptions) -> tuple[SidaRecipe, in
     if unknown:
         raise UserError(f"Unknown SIDA training option(s) {unknown}; known: {', '.join(EXTRA_KEYS)}")
     stage = int(extra.pop("stage", 1))
+    if not detector.config.has_detection_head and stage != 1:
+        raise UserError(f"{detector.name} has one training stage (masks); got stage={stage}")
     description_only = str(extra.pop("description_only", True)).lower() not in ("0", "false", "no")
     recipe = TINY_RECIPE if detector.config_name == "tiny" else OFFICIAL_RECIPE
     types = {f.name: f.type for f in fields(SidaRecipe)}
@@ -330,7 +350,7 @@ def train_sida(detector: Any, train_ds: Any, val_ds: Any, options: TrainOptions)
     trainable = _prepare_model(detector, stage)
     net = detector.net.to(detector.device)
     detector.dtype = torch.float32
-    data = TrainSet(train_ds, stage, description_only)
+    data = TrainSet(train_ds, stage, description_only, tampered_only=not detector.config.has_detection_head)
     sampler = ClassHomogeneousBatchSampler(data.labels, recipe.batch_size, seed=options.seed)
     steps_per_epoch = recipe.steps_per_epoch or max(1, len(sampler) // recipe.grad_accumulation)
     total_steps = recipe.epochs * steps_per_epoch
@@ -353,7 +373,7 @@ def train_sida(detector: Any, train_ds: Any, val_ds: Any, options: TrainOptions)
             "left_out": data.skipped}
     batches: list[list[int]] = []
     with make_progress() as progress:
-        task = progress.add_task(f"sida stage {stage}", total=total_steps, completed=state.step)
+        task = progress.add_task(f"{detector.name} stage {stage}", total=total_steps, completed=state.step)
         while state.step < total_steps:
             net.train()
             sampler.set_epoch(state.epoch)
@@ -381,7 +401,7 @@ def train_sida(detector: Any, train_ds: Any, val_ds: Any, options: TrainOptions)
                 optimizer.step()
                 state.step += 1
                 state.losses.append({"step": float(state.step), "lr": lr, **parts})
-                progress.update(task, advance=1, description=f"sida stage {stage} ep {state.epoch + 1} "
+                progress.update(task, advance=1, description=f"{detector.name} stage {stage} ep {state.epoch + 1} "
                                 f"loss {parts['total']:.3f}")
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -389,9 +409,10 @@ def train_sida(detector: Any, train_ds: Any, val_ds: Any, options: TrainOptions)
             metrics.update(epoch=float(state.epoch), step=float(state.step),
                            train_loss=state.losses[-1]["total"] if state.losses else float("nan"))
             state.history.append(metrics)
-            improved = val_ds is None or metrics["val_acc"] > state.best_acc or metrics["val_giou"] > state.best_giou
+            improved = (val_ds is None or metrics.get("val_acc", -1.0) > state.best_acc  # LISA (no val_acc): gIoU only
+                        or metrics["val_giou"] > state.best_giou)
             if val_ds is not None:
-                state.best_acc = max(state.best_acc, metrics["val_acc"])
+                state.best_acc = max(state.best_acc, metrics.get("val_acc", -1.0))
                 if not math.isnan(metrics["val_giou"]):
                     state.best_giou = max(state.best_giou, metrics["val_giou"])
             if improved:

@@ -1,7 +1,8 @@
 """``sida-bench predict --model NAME[:CONFIG] [--weights PATH] [--explain] [--json] [--save-mask-npy] --out DIR IMAGE...``.
 
 Works for every model plugin. Per image it writes into ``--out``:
-- ``<stem>.json``: the verdict (the most probable class), the class probabilities by name, the
+- ``<stem>.json``: the verdict (the most probable class; for a localizer without a detection output,
+  from ``LocalizerAsDetector``: p_fake = max of its mask), the class probabilities by name, the
   raw ``logits`` (the model's own head outputs, e.g. one logit with sigmoid = P(fake) for the
   CNNDetection family; ``null`` for a model that exposes none), the label space, the model
   identity, and ``mask_fraction`` (share of pixels with p ≥ 0.5) when a mask was made; or
@@ -58,6 +59,7 @@ def unique_stems(paths: list[Path]) -> list[str]:
 
 def handle(args: argparse.Namespace) -> int:
     from bench.decode import DecodeError, decode_image
+    from bench.evaluation.runner import detection_adapter
     from bench.figures import overlay
     from bench.plugins import create_model
 
@@ -65,6 +67,7 @@ def handle(args: argparse.Namespace) -> int:
     model = create_model(args.model, weights=args.weights, device=args.device,
                          allow_pickle=args.allow_pickle, **_explain_option(args, options))
     args.out.mkdir(parents=True, exist_ok=True)
+    adapter = detection_adapter(model)  # a localizer's verdict comes from its mask, as in runs
     names = model.label_space.class_names
     identity = {"model": model.name, "config": model.config_name, "weights": model.weights_sha256}
     failures = 0
@@ -76,6 +79,8 @@ def handle(args: argparse.Namespace) -> int:
             pred = model.predict([image])[0]
             if pred.error:
                 raise ValueError(pred.error)
+            if adapter is not None:
+                pred = adapter(pred)
         except (DecodeError, ValueError, RuntimeError) as exc:
             failures += 1
             message = printable(str(exc))

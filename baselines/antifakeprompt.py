@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -587,6 +587,9 @@ class AntifakePrompt(Detector):
         from baselines.antifakeprompt_training import train_prompt
 
         return train_prompt(self, train, val, options)
+
+    def train_option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(PromptRecipe))
 
     def prompt_state(self) -> dict[str, torch.Tensor]:
         """The two trained rows under our keys (what our checkpoints store)."""

@@ -371,6 +371,9 @@ def _write_figures(runs: dict[str, dict[str, Path]], clean: CleanRows, out: Path
     if series_loc:
         paths.append(figures.robustness_curves(series_loc, out / "robustness_localization.png",
                                                "Robustness on sid-mini: localization", "pixel F1 (%)"))
+    else:
+        STDERR.print("      robustness_localization.png not drawn: no model has a localization score in the "
+                     "robustness runs (e.g. no image predicted tampered)")
     paths += _mask_grid(figures, runs["localization"], out)
     return paths
 

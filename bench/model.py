@@ -314,6 +314,11 @@ class Detector(abc.ABC):
         """Train on ``train`` with early stopping on ``val`` (never on test)."""
         raise UserError(f"Model {self.name!r} has no training recipe")
 
+    def train_option_names(self) -> tuple[str, ...]:
+        """Keys of ``TrainOptions.extra`` that :meth:`fit` reads (``sida-bench train --train-option``);
+        () = none, so any such option is refused rather than ignored."""
+        return ()
+
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
     """Resize one (h, w) probability map to ``size`` = (H, W) (``bilinear`` with align_corners=False,

@@ -251,3 +251,8 @@ class SidaDetector(Detector):
         self.ensure_model()
         return train_sida(self, train, val, options)
 
+    def train_option_names(self) -> tuple[str, ...]:
+        from sida.training import EXTRA_KEYS
+
+        return EXTRA_KEYS
+

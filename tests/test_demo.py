@@ -14,14 +14,14 @@ import pytest
 from PIL import Image
 
 from bench.cli import main
-from bench.demo import DEMO_MODELS, run_demo
+from bench.demo import DEMO_MODELS, PROTOCOLS, run_demo
 from bench.reproducibility.claims import CLAIMS_FILE, best_in_domain
 from bench.reproducibility.tolerance import SIZES_FILE, compare_tables, read_table
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 TABLES = ("detection", "localization", "robustness", "cross_dataset")
 FIGURES = ("roc_sid_mini_detection.png", "roc_dmimage_mini_cross.png", "robustness_detection.png",
-           "robustness_localization.png", "masks_tampered.png", "confusion_sida.png", "confusion_cnnspot.png")
+           "masks_tampered.png", "confusion_sida.png", "confusion_cnnspot.png")
 RERUN = ("cnnspot", "fredect")  # a cheap subset (no audit, no localizer), rerun to check same-machine exactness
 
 
@@ -66,12 +66,34 @@ def test_quick_demo_writes_figures_runs_and_claims(demo_dir: Path) -> None:
     for name in FIGURES:
         with Image.open(demo_dir / "figures" / name) as im:
             assert im.format == "PNG" and im.size[0] >= 300
+    # the localization robustness curve is drawn exactly when the robustness table has a localization score
+    # (in --quick, SIDA may predict no image tampered, so it has none)
+    _, rob = read_table(demo_dir / "tables" / "robustness.csv")
+    has_loc = any(v is not None for row in rob.values() for k, v in row.items() if k.startswith("Localization"))
+    assert (demo_dir / "figures" / "robustness_localization.png").is_file() == has_loc
     assert (demo_dir / "runs" / "sid_mini_detection" / "sida" / "results.json").is_file()
     assert (demo_dir / "training.json").is_file()
     assert (demo_dir / "leaderboard" / "index.html").is_file() and (demo_dir / "audit" / "report.html").is_file()
     assert (demo_dir / "tables" / "explanation.csv").is_file()
     claims = json.loads((demo_dir / "tables" / CLAIMS_FILE).read_text(encoding="utf-8"))
     assert {c["name"] for c in claims} == {"in_domain_above_chance", "jpeg70_lowers_accuracy", "held_out_not_easier"}
+
+
+def test_quick_demo_covers_every_model_and_labels_the_untrained_one(demo_dir: Path) -> None:
+    """Every demo model has its runs; a model without a training recipe is named "(untrained)" in its
+    table rows and in training.json, never passed off as trained."""
+    untrained = [m for m in DEMO_MODELS if m.untrained]
+    assert [m.key for m in untrained] == ["hifi_net"]
+    training = json.loads((demo_dir / "training.json").read_text(encoding="utf-8"))
+    assert training["hifi_net"] == {"untrained": "no official training recipe"}
+    assert not (demo_dir / "checkpoints" / "hifi_net").exists()
+    _, table = read_table(demo_dir / "tables" / "localization.csv")
+    assert "hifi_net:tiny (untrained)" in table and "hifi_net:tiny" not in table
+    for m in DEMO_MODELS:
+        for kind in ("detection", "localization", "robustness", "cross_dataset"):
+            expected = {"detection": m.detects, "cross_dataset": m.detects, "localization": m.localizes,
+                        "robustness": m.robustness}[kind]
+            assert (demo_dir / "runs" / PROTOCOLS[kind] / m.key / "results.json").is_file() == expected, (m.key, kind)
 
 
 def test_full_reference_claims_hold_and_match_its_tables() -> None:

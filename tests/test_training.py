@@ -162,3 +162,20 @@ def test_cli_train(sid_root, tmp_path, capsys):
     assert model.num_classes == 3
     assert main(["train", "--model", "cnnspot:tiny", "--dataset", "sid_set", "--root", str(sid_root),
                  "--out", str(out), "--epochs", "1"]) == 2  # existing run without --resume: one-line error
+
+
+def test_cli_train_options_reach_the_recipe_or_are_refused(sid_root, tmp_path, capsys):
+    """``--train-option`` goes to ``TrainOptions.extra``; a model that reads none, or an unknown key, is
+    refused in one line instead of being ignored."""
+    base = ["train", "--dataset", "sid_set", "--root", str(sid_root)]
+    code = main([*base, "--model", "cnnspot:tiny", "--out", str(tmp_path / "c"), "--train-option", "stage=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no training option 'stage'" in err[0] and "no --train-option" in err[0]
+    code = main([*base, "--model", "sida:tiny", "--out", str(tmp_path / "s"), "--train-option", "stages=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "'stages'" in err[0] and "stage" in err[0].split("known:")[1]
+    code = main([*base, "--model", "sida:tiny", "--out", str(tmp_path / "ok"), "--max-steps", "1",
+                 "--batch-size", "1", "--train-option", "warmup_steps=3", "--train-option", "grad_clip=0.5"])
+    assert code == 0
+    recipe = json.loads(capsys.readouterr().out)["recipe"]
+    assert recipe["warmup_steps"] == 3 and recipe["grad_clip"] == 0.5

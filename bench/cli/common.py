@@ -22,17 +22,18 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                         "values are read as YAML scalars (true, 3, null, text)")
 
 
-def parse_model_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` → {k: YAML scalar of v} (``true`` → True, ``3`` → 3, ``null`` → None)."""
+def parse_model_options(pairs: list[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """``["k=v", ...]`` → {k: YAML scalar of v} (``true`` → True, ``3`` → 3, ``null`` → None);
+    ``flag`` names the option in errors."""
     options: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UserError(f"--option must be KEY=VALUE, got {pair!r}")
+            raise UserError(f"{flag} must be KEY=VALUE, got {pair!r}")
         try:
             options[key] = yaml.safe_load(value) if value else ""
         except yaml.YAMLError as exc:
-            raise UserError(f"--option {key}: cannot read value {value!r}: {exc}") from exc
+            raise UserError(f"{flag} {key}: cannot read value {value!r}: {exc}") from exc
     return options
 
 

@@ -380,6 +380,7 @@ def _write_figures(runs: dict[str, dict[str, Path]], clean: CleanRows, out: Path
 
 def _mask_grid(figures: Any, loc_runs: dict[str, Path], out: Path, n_rows: int = 6) -> list[Path]:
     from bench.decode import decode_image
+    from bench.evaluation.results import load_results
     from bench.evaluation.store import decode_bool_mask, decode_prob_mask
 
     if not loc_runs:
@@ -388,6 +389,7 @@ def _mask_grid(figures: Any, loc_runs: dict[str, Path], out: Path, n_rows: int =
     for key, run_dir in loc_runs.items():
         rows = _store_rows(run_dir)
         by_model[key] = {r["sample_id"]: r for r in rows if r["perturbation"] == "none" and r["label"] == 2}
+    labels = {key: load_results(run_dir).model_label for key, run_dir in loc_runs.items()}  # as the tables name them
     ids = sorted(set.intersection(*(set(v) for v in by_model.values())))[:n_rows]
     grid = []
     for sid in ids:
@@ -399,7 +401,7 @@ def _mask_grid(figures: Any, loc_runs: dict[str, Path], out: Path, n_rows: int =
         for key, rows in by_model.items():
             r = rows[sid]
             mask = decode_prob_mask(r["pred_mask"], r["pred_mask_h"], r["pred_mask_w"]) if r["pred_mask"] else None
-            cols.append((key, mask))
+            cols.append((labels[key], mask))
         grid.append((sid, image, cols))
     if not grid:
         return []

@@ -87,6 +87,16 @@ def test_claims_hold_and_fail_by_their_margins(tmp_path: Path) -> None:
     slightly = {"in_domain": {"a:tiny": AucSummary(0.95, 300, 600)}, "held_out": {"a:tiny": AucSummary(0.96, 300, 600)}}
     assert {c.name: c.holds for c in demo_claims(write(tmp_path / "s"), slightly)}["held_out_not_easier"]
 
+
+def test_jpeg_claim_without_robustness_rows_is_recorded_as_failing(tmp_path: Path) -> None:
+    """The best detector ran no robustness suite: the claim is written and fails, never silently left out."""
+    other = "\n".join(line for line in ROBUSTNESS.splitlines() if not line.startswith("a:tiny")) + "\n"
+    for tables in (write(tmp_path / "r", robustness=other), write(tmp_path / "none")):
+        if tables.name == "none":
+            (tables / "robustness.csv").unlink()
+        claim = {c.name: c for c in demo_claims(tables, {})}["jpeg70_lowers_accuracy"]
+        assert claim.subject == "a:tiny" and not claim.holds and "not measured" in claim.statement
+
     weak = write(tmp_path / "w", robustness=ROBUSTNESS.replace("45.0,40.0", "79.0,78.0"))
     easier = {"in_domain": {"a:tiny": AucSummary(0.80, 300, 600)}, "held_out": {"a:tiny": AucSummary(0.95, 300, 600)}}
     failed = {c.name: c.holds for c in demo_claims(weak, easier)}

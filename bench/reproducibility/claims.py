@@ -81,14 +81,16 @@ def demo_claims(tables_dir: Path, aucs: Mapping[str, Mapping[str, AucSummary]], 
                     row, acc - CHANCE_3CLASS, 100.0 * z * math.sqrt((1 / 3) * (2 / 3) / n) + 0.1,
                     False)]
     robustness = tables_dir / "robustness.csv"
-    if robustness.is_file():
-        _, rob = read_table(robustness)
-        jpeg = rob.get(f"{row} · JPEG 70", {}).get("Detection ACC")
-        clean = rob.get(row, {}).get("Detection ACC")
-        if jpeg is not None and clean is not None:
-            n_rob = int(sizes["robustness"]["Detection"])
-            claims.append(Claim("jpeg70_lowers_accuracy", "JPEG 70 lowers its 3-class accuracy", row,
-                                clean - jpeg, tolerance(clean, jpeg, n_rob, z), False))
+    rob = read_table(robustness)[1] if robustness.is_file() else {}
+    jpeg = rob.get(f"{row} · JPEG 70", {}).get("Detection ACC")
+    clean = rob.get(row, {}).get("Detection ACC")
+    if jpeg is not None and clean is not None:
+        n_rob = int(sizes["robustness"]["Detection"])
+        claims.append(Claim("jpeg70_lowers_accuracy", "JPEG 70 lowers its 3-class accuracy", row,
+                            clean - jpeg, tolerance(clean, jpeg, n_rob, z), False))
+    else:  # recorded as failing, never left out: the best detector ran no robustness suite
+        claims.append(Claim("jpeg70_lowers_accuracy", "JPEG 70 lowers its 3-class accuracy (not measured: the "
+                            "robustness table has no clean and JPEG 70 rows for it)", row, 0.0, 0.0, False))
     inside, held = aucs.get("in_domain", {}).get(row), aucs.get("held_out", {}).get(row)
     if inside is not None and held is not None:
         margin = z * math.hypot(inside.sd_bound, held.sd_bound)

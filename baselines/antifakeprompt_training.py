@@ -31,7 +31,7 @@ from baselines.antifakeprompt import (PromptRecipe, answer_token_losses, candida
                                       probabilities, prompt_parameters, resize_bicubic)
 from baselines.common import random_crop, to_tensor
 from baselines.training import shuffled_images
-from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.checkpoint import TRAINER_STATE, resume_run, save_checkpoint
 from bench.errors import UserError
 from bench.model import TrainOptions
 from bench.progress import make_progress
@@ -39,7 +39,6 @@ from bench.progress import make_progress
 if TYPE_CHECKING:
     from baselines.antifakeprompt import AntifakePrompt
 
-TRAINER_STATE = "trainer_state.pt"
 
 
 def lavis_lr(recipe: PromptRecipe, epoch: int, step: int) -> float:
@@ -118,14 +117,12 @@ def train_prompt(model: AntifakePrompt, train: Any, val: Any, options: TrainOpti
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_loss": math.inf, "best_val_acc": None,
                              "best_epoch": -1, "stopped": "", "skipped_samples": 0, "last_loss": math.nan,
                              "history": []}
-    if (last / TRAINER_STATE).is_file():
-        if not options.resume:
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-        weights, _ = load_checkpoint(last)
+    resumed = resume_run(out, options.resume)
+    if resumed is not None:
+        weights, saved = resumed
         with torch.no_grad():
             for row, key in zip(rows, (km.QFORMER_PSEUDO, km.LLM_PSEUDO)):
                 row.copy_(weights[key].to(row.dtype))
-        saved = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         state.update(saved["state"], stopped="")
     start_epoch = state["epoch"]

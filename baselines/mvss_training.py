@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from scipy.ndimage import binary_dilation
 
 from baselines.pscc_training import shuffled
-from bench.checkpoint import load_checkpoint, load_strict
+from bench.checkpoint import TRAINER_STATE, load_strict, resume_run
 from bench.errors import UserError
 from bench.model import TrainOptions
 from bench.perturbations.base import sample_rng
@@ -82,7 +82,6 @@ if TYPE_CHECKING:
     from baselines.mvss_net import MVSSNet
 
 log = logging.getLogger(__name__)
-TRAINER_STATE = "trainer_state.pt"
 
 
 @dataclass(frozen=True)
@@ -379,12 +378,10 @@ def train_mvss(model: MVSSNet, train: Any, val: Any, options: TrainOptions, reci
     net = model.net
     optimizer = torch.optim.AdamW(parameter_groups(net, recipe.weight_decay), lr=peak, betas=recipe.betas)
     state = TrainState()
-    if (last / TRAINER_STATE).is_file():
-        if not options.resume:
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-        weights, _ = load_checkpoint(last)
+    resumed = resume_run(out, options.resume)
+    if resumed is not None:
+        weights, saved = resumed
         load_strict(net, weights, last)
-        saved = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState(**saved["state"])
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.checkpoint import load_checkpoint, load_strict
+from bench.checkpoint import TRAINER_STATE, load_strict, resume_run
 from bench.errors import UserError
 from bench.model import TrainOptions
 from bench.perturbations.base import sample_rng
@@ -51,7 +51,6 @@ from bench.types import LabelSpace, Sample
 if TYPE_CHECKING:
     from baselines.pscc_net import PSCCNet
 
-TRAINER_STATE = "trainer_state.pt"
 
 
 @dataclass(frozen=True)
@@ -290,12 +289,10 @@ def train_pscc(model: PSCCNet, train: Any, val: Any, options: TrainOptions,
     optimizer = torch.optim.Adam(net.parameters(), lr=lr_at(recipe, 0, epochs, options.lr))
     ce_weight = class_weights(recipe, train, model.num_classes).to(model.device)
     state = TrainState()
-    if (last / TRAINER_STATE).is_file():
-        if not options.resume:
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-        weights, _ = load_checkpoint(last)
+    resumed = resume_run(out, options.resume)
+    if resumed is not None:
+        weights, saved = resumed
         load_strict(net, weights, last)
-        saved = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState(**saved["state"])
 

@@ -39,12 +39,11 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from baselines.common import center_crop, random_crop, resize
-from bench.checkpoint import save_checkpoint
+from bench.checkpoint import TRAINER_STATE, resume_run, save_checkpoint
 from bench.errors import UserError
 from bench.model import TrainOptions
 from bench.progress import make_progress
 
-TRAINER_STATE = "trainer_state.pt"
 
 
 @dataclass(frozen=True)
@@ -253,14 +252,10 @@ def fit_detector(model: Trainable, train: Any, val: Any, options: TrainOptions, 
     params = list(model.trainable_parameters())
     state = TrainState(lr=options.lr or recipe.lr)
     optimizer = make_optimizer(params, recipe, state.lr)
-    if (last / TRAINER_STATE).is_file():
-        if not options.resume:
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-        from bench.checkpoint import load_checkpoint
-
-        weights, _ = load_checkpoint(last)
+    resumed = resume_run(out, options.resume)
+    if resumed is not None:
+        weights, saved = resumed
         model.load_our_state(weights, last)
-        saved = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState(**saved["state"])
         if state.stopped == "max_steps":  # a larger --max-steps (or none) continues the run

@@ -175,6 +175,23 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return state, config
 
 
+TRAINER_STATE = "trainer_state.pt"
+"""Beside the weights in ``OUT/last``: the optimizer and schedule state a resumed training run continues from."""
+
+
+def resume_run(out_dir: Path, resume: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The weights and the saved trainer state (``{"optimizer": ..., "state": ...}``, weights-only
+    torch file) of ``OUT/last``, to continue a training run; None when ``OUT`` holds no run. A run
+    there without ``resume`` is refused in one line (never overwritten)."""
+    last = Path(out_dir) / "last"
+    if not (last / TRAINER_STATE).is_file():
+        return None
+    if not resume:
+        raise UserError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
+    weights, _ = load_checkpoint(last)
+    return weights, torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=True)
+
+
 class _StubModule(torch.nn.Module):
     """Stands in for a class of an official source file that is not importable here: holds the
     unpickled parameters, buffers and children so that ``state_dict()`` works; never runs."""

@@ -211,21 +211,12 @@ def _run_protocols(models: Sequence[DemoModel], weights: dict[str, Path | None],
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             run_protocol(PROTOCOLS[kind], model, run_dir, data_roots=roots)
-            score_run(run_dir).write(run_dir)
-            if m.untrained is not None:
-                _label_untrained(run_dir, m)
+            results = score_run(run_dir)
+            if m.untrained is not None:  # no table row passes random weights off as a trained model
+                results.model["display_name"] = f"{m.spec} (untrained)"
+            results.write(run_dir)
             runs[kind][m.key] = run_dir
     return runs
-
-
-def _label_untrained(run_dir: Path, m: DemoModel) -> None:
-    """Name the run ``SPEC (untrained)`` in its results (``model.display_name``), so no table row
-    passes random weights off as a trained model."""
-    from bench.evaluation.results import load_results
-
-    results = load_results(run_dir)
-    results.model["display_name"] = f"{m.spec} (untrained)"
-    results.write(run_dir)
 
 
 def _audit(models: Sequence[DemoModel], weights: dict[str, Path | None], roots: dict[str, Path], out_dir: Path,

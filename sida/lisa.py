@@ -30,6 +30,7 @@ Configurations: ``default`` (LISA-7B-v1), ``13b`` (LISA-13B-llama2-v1), ``tiny``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from bench.errors import UserError
 from bench.model import Capability, InputPolicy
 from bench.types import LabelSpace, Prediction
 from sida import prompts
-from sida.config import CLIP_MEAN, CLIP_STD, LISA_CONFIGS, LisaConfig
+from sida.config import LISA_CONFIGS, LisaConfig
 from sida.detector import SidaDetector
 from sida.preprocess import SidaInput
 from sida.tokenizer import SEG_TOKEN
@@ -84,9 +85,8 @@ class LisaLocalizer(SidaDetector):
 
     @property
     def input_policy(self) -> InputPolicy:
-        return InputPolicy(
-            resize=self.config.sam.image_size, resize_mode="longest_side", mean=CLIP_MEAN, std=CLIP_STD,
-            interpolation="bilinear",
+        return replace(
+            super().input_policy,
             notes=(f"two branches as sida: SAM ResizeLongestSide({self.config.sam.image_size}) bilinear, SAM "
                    f"mean/std (0..255), zero-pad bottom/right; CLIP shorter side {self.config.clip.image_size} "
                    f"bicubic + centre crop, CLIP mean/std (listed); prompt {self.prompt!r}, teacher-forced "

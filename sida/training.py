@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.checkpoint import TRAINER_STATE, load_checkpoint, save_checkpoint
 from bench.errors import UserError
 from bench.model import TrainOptions
 from bench.progress import make_progress
@@ -56,7 +56,6 @@ from sida.preprocess import preprocess_image
 from sida.sampler import ClassHomogeneousBatchSampler
 from sida.tokenizer import add_sida_tokens, save_tokenizer
 
-TRAINER_STATE = "trainer_state.pt"
 DESCRIPTION_KEYS = ("explanation", "description")
 STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     1: ("lora_", "embed_tokens", "mask_decoder", "text_hidden_fcs", "cls_head", "sida_fc1", "attention_layer"),
